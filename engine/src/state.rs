@@ -1,0 +1,70 @@
+//! The engine's persistent state record (format in `engine/SPEC.md`).
+//!
+//! One fixed-size record holds everything the engine keeps: the root key,
+//! the device key, the current epoch and the oldest accepted epoch. Every
+//! change is one atomic replacement of the whole record through
+//! [`crate::SecureStorage`], so a crash leaves either the old or the new
+//! record, each of which is a working state.
+
+use p256::SecretKey;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// Version byte of the record layout.
+pub const STATE_VERSION: u8 = 1;
+/// Encoded length of a version-1 record.
+pub const STATE_LEN: usize = 73;
+
+/// The decoded state. Key material is wiped when it is dropped.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct State {
+    pub(crate) root_key: [u8; 32],
+    pub(crate) device_key: [u8; 32],
+    pub(crate) epoch: u32,
+    pub(crate) min_epoch: u32,
+}
+
+/// The stored record does not decode: wrong length, unknown version, an
+/// invalid device key or impossible epochs.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CorruptState;
+
+impl State {
+    /// The current epoch (new blobs are sealed under it).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The oldest epoch still accepted.
+    pub fn min_epoch(&self) -> u32 {
+        self.min_epoch
+    }
+
+    pub(crate) fn encode(&self) -> [u8; STATE_LEN] {
+        let mut out = [0u8; STATE_LEN];
+        out[0] = STATE_VERSION;
+        out[1..33].copy_from_slice(&self.root_key);
+        out[33..65].copy_from_slice(&self.device_key);
+        out[65..69].copy_from_slice(&self.epoch.to_be_bytes());
+        out[69..73].copy_from_slice(&self.min_epoch.to_be_bytes());
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<State, CorruptState> {
+        let b: &[u8; STATE_LEN] = bytes.try_into().map_err(|_| CorruptState)?;
+        if b[0] != STATE_VERSION {
+            return Err(CorruptState);
+        }
+        let mut st = State {
+            root_key: [0; 32],
+            device_key: [0; 32],
+            epoch: u32::from_be_bytes([b[65], b[66], b[67], b[68]]),
+            min_epoch: u32::from_be_bytes([b[69], b[70], b[71], b[72]]),
+        };
+        st.root_key.copy_from_slice(&b[1..33]);
+        st.device_key.copy_from_slice(&b[33..65]);
+        if st.min_epoch == 0 || st.min_epoch > st.epoch || SecretKey::from_slice(&st.device_key).is_err() {
+            return Err(CorruptState);
+        }
+        Ok(st)
+    }
+}

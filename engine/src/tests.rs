@@ -1,0 +1,520 @@
+//! Engine tests: known-answer vectors for the primitives, golden fixtures for
+//! the formats, and negative tests for every way a blob can be refused.
+
+use std::vec::Vec as StdVec;
+
+use hakeys_proto::{
+    self as proto, AttestRequest, Request, Response, RetireRequest, RewrapRequest, SealRequest,
+    Status, UnsealRequest,
+};
+use p256::SecretKey;
+
+use super::*;
+
+fn h(s: &str) -> StdVec<u8> {
+    hex::decode(s.replace([' ', '\n'], "")).expect("test hex")
+}
+
+/// Deterministic entropy for tests (xorshift64*), never for real keys.
+pub(crate) struct TestEntropy(u64);
+
+impl Entropy for TestEntropy {
+    fn fill(&mut self, out: &mut [u8]) -> Result<(), EntropyError> {
+        for b in out {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *b = (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8;
+        }
+        Ok(())
+    }
+}
+
+/// In-memory storage; `fail_next_store` simulates a store that did not happen.
+#[derive(Default, Clone)]
+pub(crate) struct MemStorage {
+    record: Option<StdVec<u8>>,
+    fail_next_store: bool,
+    stores: usize,
+}
+
+impl SecureStorage for MemStorage {
+    fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
+        match &self.record {
+            None => Ok(None),
+            Some(r) => {
+                let dst = buf.get_mut(..r.len()).ok_or(StorageError::Corrupt)?;
+                dst.copy_from_slice(r);
+                Ok(Some(r.len()))
+            }
+        }
+    }
+    fn store(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        if std::mem::take(&mut self.fail_next_store) {
+            return Err(StorageError::Io);
+        }
+        self.stores += 1;
+        self.record = Some(record.to_vec());
+        Ok(())
+    }
+}
+
+type TestEngine = Engine<MemStorage, TestEntropy>;
+
+fn engine(seed: u64) -> TestEngine {
+    let mut e = Engine::new(MemStorage::default(), TestEntropy(seed));
+    assert_eq!(call(&mut e, Request::Init), Ok(Response::Init(InitResponse { created: true, epoch: 1 })));
+    e
+}
+
+/// Drive the engine through encoded messages, exactly as a backend does.
+fn call(e: &mut TestEngine, req: Request) -> Result<Response, Status> {
+    let mut buf = [0u8; proto::MAX_MESSAGE_LEN];
+    let n = proto::encode_request(&req, &mut buf).expect("encode");
+    let mut out = [0u8; proto::MAX_MESSAGE_LEN];
+    let m = e.handle(&buf[..n], &mut out);
+    proto::decode_response(&out[..m], req.opcode()).expect("engine response decodes")
+}
+
+fn ns(s: &str) -> proto::Namespace {
+    proto::Namespace::try_from(s).expect("namespace fits")
+}
+
+fn seal(e: &mut TestEngine, namespace: &str, pt: &[u8]) -> StdVec<u8> {
+    let req = Request::Seal(SealRequest { namespace: ns(namespace), plaintext: pt.try_into().expect("fits") });
+    match call(e, req) {
+        Ok(Response::Seal(b)) => b.blob.to_vec(),
+        other => panic!("seal failed: {other:?}"),
+    }
+}
+
+fn unseal_as(e: &mut TestEngine, blob: &[u8], expected: Option<&str>) -> Result<StdVec<u8>, Status> {
+    let req = Request::Unseal(UnsealRequest {
+        blob: blob.try_into().map_err(|_| Status::TooLarge)?,
+        namespace: expected.map(ns),
+    });
+    match call(e, req)? {
+        Response::Unseal(r) => Ok(r.plaintext.to_vec()),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn unseal(e: &mut TestEngine, blob: &[u8]) -> Result<StdVec<u8>, Status> {
+    unseal_as(e, blob, None)
+}
+
+fn device_pubkey(e: &mut TestEngine) -> p256::PublicKey {
+    match call(e, Request::Pubkey) {
+        Ok(Response::Pubkey(p)) => p256::PublicKey::from_sec1_bytes(&p.sec1).expect("valid point"),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------- KATs
+
+#[test]
+fn kat_hkdf_sha256_rfc5869() {
+    // RFC 5869 A.1 and A.3.
+    let mut okm = [0u8; 42];
+    crypto::hkdf_sha256(&h("000102030405060708090a0b0c"), &[0x0b; 22], &[&h("f0f1f2f3f4f5f6f7f8f9")], &mut okm)
+        .unwrap();
+    assert_eq!(
+        okm.to_vec(),
+        h("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
+    );
+    // The same info given in two parts is the same expansion.
+    let mut okm2 = [0u8; 42];
+    crypto::hkdf_sha256(&h("000102030405060708090a0b0c"), &[0x0b; 22], &[&h("f0f1f2f3f4"), &h("f5f6f7f8f9")], &mut okm2)
+        .unwrap();
+    assert_eq!(okm, okm2);
+    crypto::hkdf_sha256(&[], &[0x0b; 22], &[], &mut okm).unwrap();
+    assert_eq!(
+        okm.to_vec(),
+        h("8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8")
+    );
+}
+
+fn kn(key: &str, nonce: &str) -> crypto::KeyNonce {
+    let mut k = zeroize::Zeroizing::new([0u8; 44]);
+    k[..32].copy_from_slice(&h(key));
+    k[32..].copy_from_slice(&h(nonce));
+    k
+}
+
+#[test]
+fn kat_aes256_gcm_nist() {
+    // The GCM specification's test cases 14 and 16 (AES-256).
+    let k = kn(&"00".repeat(32), &"00".repeat(12));
+    let mut buf = [0u8; 16];
+    let tag = crypto::aes_gcm_seal(&k, &[], &mut buf).unwrap();
+    assert_eq!(buf.to_vec(), h("cea7403d4d606b6e074ec5d3baf39d18"));
+    assert_eq!(tag.to_vec(), h("d0d1c8a799996bf0265b98b5d48ab919"));
+
+    let k = kn("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", "cafebabefacedbaddecaf888");
+    let aad = h("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+    let pt = h("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
+    let ct = h("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662");
+    let want_tag = h("76fc6ece0f4e1768cddf8853bb2d551b");
+    let mut buf = pt.clone();
+    let tag = crypto::aes_gcm_seal(&k, &aad, &mut buf).unwrap();
+    assert_eq!(buf, ct);
+    assert_eq!(tag.to_vec(), want_tag);
+    crypto::aes_gcm_open(&k, &aad, &mut buf, &tag).unwrap();
+    assert_eq!(buf, pt);
+    // A wrong tag, a wrong AAD: refused.
+    let mut buf = ct.clone();
+    let mut bad = tag;
+    bad[15] ^= 1;
+    assert!(crypto::aes_gcm_open(&k, &aad, &mut buf, &bad).is_err());
+    let mut buf = ct.clone();
+    assert!(crypto::aes_gcm_open(&k, &aad[1..], &mut buf, &tag).is_err());
+}
+
+#[test]
+fn kat_ecdsa_p256_rfc6979() {
+    // RFC 6979 A.2.5, SHA-256, messages "sample" and "test".
+    let sk = SecretKey::from_slice(&h("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721")).unwrap();
+    let pk = crypto::sec1_uncompressed(&sk.public_key());
+    assert_eq!(
+        pk.to_vec(),
+        h("04 60FED4BA255A9D31C961EB74C6356D68C049B8923B61FA6CE669622E60F29FB6 7903FE1008B8BC99A41AE9E95628BC64F2F1B20C2D7E9F5177A3C294D4462299")
+    );
+    use p256::ecdsa::signature::Signer;
+    let signer = p256::ecdsa::SigningKey::from(&sk);
+    let sig: p256::ecdsa::Signature = signer.sign(b"sample");
+    assert_eq!(
+        sig.to_bytes().to_vec(),
+        h("EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716 F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8")
+    );
+    let sig: p256::ecdsa::Signature = signer.sign(b"test");
+    assert_eq!(
+        sig.to_bytes().to_vec(),
+        h("F1ABB023518351CD71D881567B1EA663ED3EFCF6C5132B354F28D3B0B7D38367 019F4113742A2B14BD25926B49C649155F267E60D3814B4C0CC84250E46F0083")
+    );
+}
+
+#[test]
+fn kat_ecdh_p256_nist_cavs() {
+    // NIST CAVS ECC CDH primitive, P-256, COUNT = 0.
+    let d = SecretKey::from_slice(&h("7d7dc5f71eb29ddaf80d6214632eeae03d9058af1fb6d22ed80badb62bc1a534")).unwrap();
+    let q = crypto::parse_public_key(&h(
+        "04 700c48f77f56584c5cc632ca65640db91b6bacce3a4df6b42ce7cc838833d287 db71e509e3fd9b060ddb20ba5c51dcc5948d46fbf640dfe0441782cab85fa4ac",
+    ))
+    .unwrap();
+    assert_eq!(
+        crypto::ecdh(&d, &q).to_vec(),
+        h("46fc62106420ff012e54a434fbdd2d25ccc5852060561e68040dd7778997bd7b")
+    );
+    // Points not on the curve and the identity are refused.
+    let mut off = h("04 700c48f77f56584c5cc632ca65640db91b6bacce3a4df6b42ce7cc838833d287 db71e509e3fd9b060ddb20ba5c51dcc5948d46fbf640dfe0441782cab85fa4ac");
+    off[64] ^= 1;
+    assert!(crypto::parse_public_key(&off).is_err());
+    assert!(crypto::parse_public_key(&[0]).is_err());
+}
+
+// ---------------------------------------------------------------- golden fixtures
+
+/// Compare with a committed fixture; `HAKEYS_BLESS=1` rewrites it.
+pub(crate) fn golden(name: &str, bytes: &[u8]) {
+    let path = std::format!("{}/tests/golden/{name}.hex", env!("CARGO_MANIFEST_DIR"));
+    let text = std::format!("{}\n", hex::encode(bytes));
+    if std::env::var_os("HAKEYS_BLESS").is_some() {
+        std::fs::write(&path, &text).expect("write fixture");
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing fixture {path}"));
+    assert_eq!(want, text, "{name} no longer matches its golden fixture");
+}
+
+const ROOT: [u8; 32] = [0x11; 32];
+const SALT: [u8; 16] = [0x22; 16];
+const DEVICE_SK: &str = "C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721";
+const EPHEMERAL_SK: &str = "7d7dc5f71eb29ddaf80d6214632eeae03d9058af1fb6d22ed80badb62bc1a534";
+
+#[test]
+fn golden_device_blob() {
+    let b = blob::seal_device(&ROOT, 3, "ha/core", b"hunter2", &SALT).unwrap();
+    golden("blob_device_v1", &b);
+    let p = blob::parse(&b).unwrap();
+    assert_eq!((p.kind, p.namespace, p.epoch), (blob::Kind::Device, "ha/core", 3));
+    let mut out = Secret::new();
+    blob::open_device(&ROOT, &p, &mut out).unwrap();
+    assert_eq!(&out[..], b"hunter2");
+    // The fixture from the committed file still opens (old format must load).
+    let fixture = h(std::fs::read_to_string(std::format!("{}/tests/golden/blob_device_v1.hex", env!("CARGO_MANIFEST_DIR"))).unwrap().trim());
+    let p = blob::parse(&fixture).unwrap();
+    blob::open_device(&ROOT, &p, &mut out).unwrap();
+    assert_eq!(&out[..], b"hunter2");
+}
+
+#[test]
+fn golden_to_device_blob() {
+    let dev = SecretKey::from_slice(&h(DEVICE_SK)).unwrap();
+    let eph = SecretKey::from_slice(&h(EPHEMERAL_SK)).unwrap();
+    let b = blob::seal_to_device_with(&dev.public_key(), "addon/mqtt", b"mqtt-password", &eph, &SALT).unwrap();
+    golden("blob_to_device_v1", &b);
+    let p = blob::parse(&b).unwrap();
+    assert_eq!((p.kind, p.epoch), (blob::Kind::ToDevice, 0));
+    let mut out = Secret::new();
+    blob::open_to_device(&dev, &p, &mut out).unwrap();
+    assert_eq!(&out[..], b"mqtt-password");
+}
+
+#[test]
+fn golden_state_record() {
+    let st = State { root_key: ROOT, device_key: h(DEVICE_SK).try_into().unwrap(), epoch: 7, min_epoch: 5 };
+    let rec = st.encode();
+    golden("state_v1", &rec);
+    let back = State::decode(&rec).unwrap();
+    assert_eq!((back.epoch, back.min_epoch, back.root_key), (7, 5, ROOT));
+    // Impossible records are corrupt, not trusted.
+    let mut bad = rec;
+    bad[0] = 2;
+    assert!(State::decode(&bad).is_err());
+    let bad = State { min_epoch: 8, ..st.clone() }.encode();
+    assert!(State::decode(&bad).is_err());
+    let bad = State { device_key: [0; 32], ..st.clone() }.encode();
+    assert!(State::decode(&bad).is_err());
+    assert!(State::decode(&rec[..72]).is_err());
+}
+
+#[test]
+fn golden_evidence() {
+    let dev = SecretKey::from_slice(&h(DEVICE_SK)).unwrap();
+    let claims = attest::Claims { engine_version: ENGINE_VERSION, epoch: 2, min_epoch: 1 };
+    let ev = attest::sign(&dev, b"nonce-123", &claims).unwrap();
+    golden("evidence_v1", &ev);
+    assert_eq!(attest::verify(&dev.public_key(), b"nonce-123", &ev), Ok(claims));
+}
+
+// ---------------------------------------------------------------- negative blob tests
+
+fn assert_every_byte_change_rejected(e: &mut TestEngine, blob: &[u8], plaintext: &[u8]) {
+    assert_eq!(unseal(e, blob).as_deref(), Ok(plaintext));
+    for i in 0..blob.len() {
+        for mask in [0x01u8, 0x80, 0xff] {
+            let mut t = blob.to_vec();
+            t[i] ^= mask;
+            let r = unseal(e, &t);
+            assert!(r.is_err(), "byte {i} ^ {mask:#x} was accepted");
+            // Only a changed epoch may be reported as retired; all else is opaque.
+            assert!(matches!(r, Err(Status::BlobRejected | Status::EpochRetired)), "byte {i}: {r:?}");
+        }
+    }
+    for len in 0..blob.len() {
+        assert_eq!(unseal(e, &blob[..len]), Err(Status::BlobRejected), "truncated to {len}");
+    }
+    let mut longer = blob.to_vec();
+    longer.push(0);
+    assert_eq!(unseal(e, &longer), Err(Status::BlobRejected));
+}
+
+#[test]
+fn every_single_byte_change_to_a_device_blob_is_rejected() {
+    let mut e = engine(1);
+    let blob = seal(&mut e, "ha/core", b"the secret");
+    assert_every_byte_change_rejected(&mut e, &blob, b"the secret");
+}
+
+#[test]
+fn every_single_byte_change_to_a_to_device_blob_is_rejected() {
+    let mut e = engine(2);
+    let pk = device_pubkey(&mut e);
+    let blob = blob::seal_to_device(&pk, "addon/x", b"offline", &mut TestEntropy(99)).unwrap();
+    assert_every_byte_change_rejected(&mut e, &blob, b"offline");
+}
+
+#[test]
+fn cross_namespace_is_rejected() {
+    let mut e = engine(3);
+    let blob = seal(&mut e, "addon/aaaa", b"s");
+    assert_eq!(unseal_as(&mut e, &blob, Some("addon/aaaa")).unwrap(), b"s");
+    assert_eq!(unseal_as(&mut e, &blob, Some("addon/bbbb")), Err(Status::NamespaceMismatch));
+    // Rewriting the namespace in the header (same length) breaks the tag.
+    let mut t = blob.clone();
+    let at = blob.windows(4).position(|w| w == b"aaaa").unwrap();
+    t[at..at + 4].copy_from_slice(b"bbbb");
+    assert_eq!(unseal(&mut e, &t), Err(Status::BlobRejected));
+    assert_eq!(unseal_as(&mut e, &t, Some("addon/bbbb")), Err(Status::BlobRejected));
+}
+
+#[test]
+fn other_device_blobs_are_rejected() {
+    let mut a = engine(10);
+    let mut b = engine(11);
+    let blob = seal(&mut a, "ha/core", b"for a");
+    assert_eq!(unseal(&mut b, &blob), Err(Status::BlobRejected));
+    let pk_a = device_pubkey(&mut a);
+    let to_a = blob::seal_to_device(&pk_a, "ha/core", b"for a", &mut TestEntropy(5)).unwrap();
+    assert_eq!(unseal(&mut b, &to_a), Err(Status::BlobRejected));
+    assert_eq!(unseal(&mut a, &to_a).unwrap(), b"for a");
+}
+
+#[test]
+fn rotate_rewrap_retire() {
+    let mut e = engine(20);
+    let old = seal(&mut e, "ha/core", b"v1");
+    assert_eq!(call(&mut e, Request::Rotate), Ok(Response::Rotate(EpochResponse { epoch: 2, min_epoch: 1 })));
+    // Old blobs still open until retired; rewrap moves them to epoch 2.
+    assert_eq!(unseal(&mut e, &old).unwrap(), b"v1");
+    let new = match call(&mut e, Request::Rewrap(RewrapRequest { blob: old.as_slice().try_into().unwrap() })) {
+        Ok(Response::Rewrap(b)) => b.blob.to_vec(),
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(blob::parse(&new).unwrap().epoch, 2);
+    assert_eq!(call(&mut e, Request::Retire(RetireRequest { below: 2 })), Ok(Response::Retire(EpochResponse { epoch: 2, min_epoch: 2 })));
+    assert_eq!(unseal(&mut e, &old), Err(Status::EpochRetired));
+    assert_eq!(unseal(&mut e, &new).unwrap(), b"v1");
+    // Rewrap of a retired blob is refused too.
+    assert_eq!(
+        call(&mut e, Request::Rewrap(RewrapRequest { blob: old.as_slice().try_into().unwrap() })),
+        Err(Status::EpochRetired)
+    );
+    // The floor never goes down, and the current epoch cannot be retired.
+    assert_eq!(call(&mut e, Request::Retire(RetireRequest { below: 1 })), Err(Status::InvalidArgument));
+    assert_eq!(call(&mut e, Request::Retire(RetireRequest { below: 3 })), Err(Status::InvalidArgument));
+    // Retiring at the current floor is a no-op that succeeds.
+    let stores = e.storage_mut().stores;
+    assert!(call(&mut e, Request::Retire(RetireRequest { below: 2 })).is_ok());
+    assert_eq!(e.storage_mut().stores, stores);
+    // A blob claiming a future epoch is not ours.
+    let future = blob::seal_device(&[0; 32], 9, "ha/core", b"x", &SALT).unwrap();
+    assert_eq!(unseal(&mut e, &future), Err(Status::BlobRejected));
+}
+
+#[test]
+fn to_device_blobs_rewrap_into_device_blobs() {
+    let mut e = engine(21);
+    let pk = device_pubkey(&mut e);
+    let offline = blob::seal_to_device(&pk, "ha/core", b"pw", &mut TestEntropy(3)).unwrap();
+    let req = Request::Rewrap(RewrapRequest { blob: offline.as_slice().try_into().unwrap() });
+    let Ok(Response::Rewrap(b)) = call(&mut e, req) else { panic!() };
+    let p = blob::parse(&b.blob).unwrap();
+    assert_eq!((p.kind, p.epoch, p.namespace), (blob::Kind::Device, 1, "ha/core"));
+    assert_eq!(unseal(&mut e, &b.blob).unwrap(), b"pw");
+}
+
+#[test]
+fn boot_done_locks_boot_namespaces() {
+    let mut e = engine(30);
+    let luks = seal(&mut e, "boot/luks-data", b"luks key");
+    let other = seal(&mut e, "ha/core", b"ha");
+    assert_eq!(unseal(&mut e, &luks).unwrap(), b"luks key");
+    assert_eq!(call(&mut e, Request::BootDone), Ok(Response::BootDone));
+    assert_eq!(unseal(&mut e, &luks), Err(Status::BootLocked));
+    assert_eq!(unseal(&mut e, &other).unwrap(), b"ha");
+    let Ok(Response::Status(st)) = call(&mut e, Request::Status) else { panic!() };
+    assert!(st.boot_locked);
+    // Sealing new boot secrets stays possible (it reveals nothing).
+    let again = seal(&mut e, "boot/luks-data", b"new");
+    assert_eq!(unseal(&mut e, &again), Err(Status::BootLocked));
+    // A new engine instance over the same storage is a new boot.
+    let mut fresh = Engine::new(e.storage_mut().clone(), TestEntropy(31));
+    assert_eq!(unseal(&mut fresh, &luks).unwrap(), b"luks key");
+}
+
+// ---------------------------------------------------------------- lifecycle
+
+#[test]
+fn not_initialised_and_idempotent_init() {
+    let mut e = Engine::new(MemStorage::default(), TestEntropy(40));
+    let Ok(Response::Status(st)) = call(&mut e, Request::Status) else { panic!() };
+    assert!(!st.initialised);
+    for req in [Request::Rotate, Request::Pubkey, Request::Retire(RetireRequest { below: 1 })] {
+        assert_eq!(call(&mut e, req), Err(Status::NotInitialised));
+    }
+    let seal_req = Request::Seal(SealRequest { namespace: ns("ha/core"), plaintext: (&b"x"[..]).try_into().unwrap() });
+    assert_eq!(call(&mut e, seal_req), Err(Status::NotInitialised));
+    assert!(call(&mut e, Request::Init).is_ok());
+    let blob = seal(&mut e, "ha/core", b"keep");
+    let before = e.storage_mut().record.clone();
+    assert_eq!(call(&mut e, Request::Init), Ok(Response::Init(InitResponse { created: false, epoch: 1 })));
+    assert_eq!(e.storage_mut().record, before, "init on an initialised device changed the state");
+    assert_eq!(unseal(&mut e, &blob).unwrap(), b"keep");
+}
+
+#[test]
+fn a_failed_store_changes_nothing() {
+    let mut e = engine(50);
+    let blob = seal(&mut e, "ha/core", b"v");
+    e.storage_mut().fail_next_store = true;
+    assert_eq!(call(&mut e, Request::Rotate), Err(Status::StorageFailure));
+    let Ok(Response::Status(st)) = call(&mut e, Request::Status) else { panic!() };
+    assert_eq!((st.epoch, st.min_epoch), (1, 1));
+    assert_eq!(unseal(&mut e, &blob).unwrap(), b"v");
+
+    let mut fresh = Engine::new(MemStorage { fail_next_store: true, ..Default::default() }, TestEntropy(51));
+    assert_eq!(call(&mut fresh, Request::Init), Err(Status::StorageFailure));
+    let Ok(Response::Status(st)) = call(&mut fresh, Request::Status) else { panic!() };
+    assert!(!st.initialised);
+}
+
+#[test]
+fn corrupt_storage_is_reported_not_trusted() {
+    let mut e = engine(60);
+    let mut storage = e.storage_mut().clone();
+    if let Some(r) = storage.record.as_mut() {
+        r[0] = 9;
+    }
+    let mut e2 = Engine::new(storage, TestEntropy(61));
+    assert_eq!(call(&mut e2, Request::Status), Err(Status::StorageCorrupt));
+    // And init does not paper over it by generating a new root key.
+    assert_eq!(call(&mut e2, Request::Init), Err(Status::StorageCorrupt));
+}
+
+#[test]
+fn seal_input_validation() {
+    let mut e = engine(70);
+    let bad_ns = Request::Seal(SealRequest { namespace: ns("Bad NS"), plaintext: (&b"x"[..]).try_into().unwrap() });
+    assert_eq!(call(&mut e, bad_ns), Err(Status::InvalidNamespace));
+    let empty = Request::Seal(SealRequest { namespace: ns("ha/core"), plaintext: Secret::new() });
+    assert_eq!(call(&mut e, empty), Err(Status::InvalidArgument));
+    let max = [7u8; proto::MAX_SECRET_LEN];
+    let blob = seal(&mut e, "ha/core", &max);
+    assert!(blob.len() <= proto::MAX_BLOB_LEN);
+    assert_eq!(unseal(&mut e, &blob).unwrap(), max.to_vec());
+}
+
+#[test]
+fn attestation_round_trip_and_failures() {
+    let mut e = engine(80);
+    let pk = device_pubkey(&mut e);
+    let req = Request::Attest(AttestRequest { challenge: (&b"abc"[..]).try_into().unwrap() });
+    let Ok(Response::Attest(a)) = call(&mut e, req) else { panic!() };
+    let claims = attest::verify(&pk, b"abc", &a.evidence).unwrap();
+    assert_eq!(claims, attest::Claims { engine_version: ENGINE_VERSION, epoch: 1, min_epoch: 1 });
+    assert_eq!(attest::verify(&pk, b"abd", &a.evidence), Err(attest::AttestError::ChallengeMismatch));
+    let other = device_pubkey(&mut engine(81));
+    assert_eq!(attest::verify(&other, b"abc", &a.evidence), Err(attest::AttestError::BadSignature));
+    for i in 0..a.evidence.len() {
+        let mut t = a.evidence.clone();
+        t[i] ^= 1;
+        assert!(attest::verify(&pk, b"abc", &t).is_err(), "evidence byte {i}");
+    }
+    let empty = Request::Attest(AttestRequest { challenge: heapless::Vec::new() });
+    assert_eq!(call(&mut e, empty), Err(Status::InvalidArgument));
+}
+
+// ---------------------------------------------------------------- wire robustness
+
+#[test]
+fn garbage_requests_get_error_responses() {
+    let mut e = engine(90);
+    let mut out = [0u8; proto::MAX_MESSAGE_LEN];
+    let cases: [(&[u8], Status); 6] = [
+        (b"", Status::BadMessage),
+        (b"HKRQ\x01\x00", Status::BadMessage),
+        (b"HKRQ\x02\x00\x01\x00", Status::UnsupportedVersion),
+        (b"HKRQ\x01\x01\x01\x00", Status::BadMessage),
+        (b"HKRQ\x01\x00\x99\x99", Status::UnknownOpcode),
+        (b"HKRQ\x01\x00\x01\x00extra", Status::BadMessage),
+    ];
+    for (msg, want) in cases {
+        let n = e.handle(msg, &mut out);
+        assert_eq!(n, proto::RESPONSE_HEADER_LEN);
+        assert_eq!(u16::from_le_bytes([out[8], out[9]]), want as u16, "{msg:?}");
+    }
+    let big = std::vec![0u8; proto::MAX_MESSAGE_LEN + 1];
+    let n = e.handle(&big, &mut out);
+    assert_eq!(u16::from_le_bytes([out[8], out[9]]), Status::BadMessage as u16);
+    assert_eq!(n, proto::RESPONSE_HEADER_LEN);
+}
