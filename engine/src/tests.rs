@@ -518,3 +518,47 @@ fn garbage_requests_get_error_responses() {
     assert_eq!(u16::from_le_bytes([out[8], out[9]]), Status::BadMessage as u16);
     assert_eq!(n, proto::RESPONSE_HEADER_LEN);
 }
+
+// ---------------------------------------------------------------- second implementation
+
+/// Run the independent Python implementation (engine/tests/reference_impl.py).
+fn reference(args: &[&str]) -> std::string::String {
+    let script = std::format!("{}/tests/reference_impl.py", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("python3 is required for the reference-implementation tests (cargo xtask deps installs it)");
+    assert!(
+        out.status.success(),
+        "reference implementation failed: {}",
+        std::string::String::from_utf8_lossy(&out.stderr)
+    );
+    std::string::String::from_utf8(out.stdout).unwrap().trim().into()
+}
+
+#[test]
+fn an_independent_implementation_reads_and_writes_the_formats() {
+    let dev = SecretKey::from_slice(&h(DEVICE_SK)).unwrap();
+    let dev_pub = hex::encode(crypto::sec1_uncompressed(&dev.public_key()));
+    let b = blob::seal_device(&ROOT, 3, "ha/core", b"hunter2", &SALT).unwrap();
+    assert_eq!(reference(&["open-device", &hex::encode(ROOT), &hex::encode(&b)]), hex::encode(b"hunter2"));
+
+    let eph = SecretKey::from_slice(&h(EPHEMERAL_SK)).unwrap();
+    let b = blob::seal_to_device_with(&dev.public_key(), "addon/mqtt", b"mqtt-password", &eph, &SALT).unwrap();
+    assert_eq!(reference(&["open-to-device", DEVICE_SK, &hex::encode(&b)]), hex::encode(b"mqtt-password"));
+
+    // Python seals to our device key; the engine opens it.
+    let sealed = h(&reference(&["seal-to-device", &dev_pub, "ha/core", &hex::encode(b"from python")]));
+    let p = blob::parse(&sealed).unwrap();
+    let mut out = Secret::new();
+    blob::open_to_device(&dev, &p, &mut out).unwrap();
+    assert_eq!(&out[..], b"from python");
+
+    let claims = attest::Claims { engine_version: ENGINE_VERSION, epoch: 2, min_epoch: 1 };
+    let ev = attest::sign(&dev, b"nonce-123", &claims).unwrap();
+    assert_eq!(
+        reference(&["verify-evidence", &dev_pub, &hex::encode(b"nonce-123"), &hex::encode(&ev)]),
+        std::format!("{ENGINE_VERSION} 2 1")
+    );
+}

@@ -1,1 +1,181 @@
+//! Wire-format tests: golden bytes for every message shape, round trips, and
+//! strict rejection of everything else.
 
+extern crate std;
+use std::string::String as StdString;
+use std::vec::Vec as StdVec;
+
+use super::*;
+
+fn enc_req(r: &Request) -> StdVec<u8> {
+    let mut buf = [0u8; MAX_MESSAGE_LEN];
+    let n = encode_request(r, &mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+fn enc_resp(r: &Response) -> StdVec<u8> {
+    let mut buf = [0u8; MAX_MESSAGE_LEN];
+    let n = encode_response(r, &mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+fn sample_requests() -> StdVec<Request> {
+    std::vec![
+        Request::Ping,
+        Request::Status,
+        Request::Init,
+        Request::Rotate,
+        Request::Retire(RetireRequest { below: 300 }),
+        Request::BootDone,
+        Request::Seal(SealRequest { namespace: "ha/core".try_into().unwrap(), plaintext: (&b"pw"[..]).try_into().unwrap() }),
+        Request::Unseal(UnsealRequest { blob: (&[1u8, 2, 3][..]).try_into().unwrap(), namespace: None }),
+        Request::Unseal(UnsealRequest { blob: (&[9u8][..]).try_into().unwrap(), namespace: Some("addon/x".try_into().unwrap()) }),
+        Request::Rewrap(RewrapRequest { blob: (&[4u8, 5][..]).try_into().unwrap() }),
+        Request::Pubkey,
+        Request::Attest(AttestRequest { challenge: (&[0xaa, 0xbb][..]).try_into().unwrap() }),
+    ]
+}
+
+fn sample_responses() -> StdVec<Response> {
+    std::vec![
+        Response::Ping(PingResponse { protocol_version: 1, engine_version: 0x10000 }),
+        Response::Status(StatusResponse { engine_version: 0x10000, initialised: true, epoch: 2, min_epoch: 1, boot_locked: false }),
+        Response::Init(InitResponse { created: true, epoch: 1 }),
+        Response::Rotate(EpochResponse { epoch: 2, min_epoch: 1 }),
+        Response::Retire(EpochResponse { epoch: 2, min_epoch: 2 }),
+        Response::BootDone,
+        Response::Seal(BlobResponse { blob: (&[1u8, 2][..]).try_into().unwrap() }),
+        Response::Unseal(UnsealResponse { namespace: "ha/core".try_into().unwrap(), plaintext: (&b"pw"[..]).try_into().unwrap() }),
+        Response::Rewrap(BlobResponse { blob: (&[3u8][..]).try_into().unwrap() }),
+        Response::Pubkey(PubkeyResponse { sec1: (&[4u8; 65][..]).try_into().unwrap() }),
+        Response::Attest(AttestResponse { evidence: (&[5u8; 3][..]).try_into().unwrap() }),
+    ]
+}
+
+/// Every sample message's bytes, one `name hex` line each; compared with the
+/// committed `tests/golden/wire_v1.txt` (`HAKEYS_BLESS=1` rewrites it).
+#[test]
+fn golden_wire_bytes() {
+    let mut text = StdString::new();
+    for r in sample_requests() {
+        text += &std::format!("req-{} {}\n", r.opcode().name(), hex::encode(enc_req(&r)));
+    }
+    for r in sample_responses() {
+        text += &std::format!("resp-{} {}\n", r.opcode().name(), hex::encode(enc_resp(&r)));
+    }
+    let mut buf = [0u8; 16];
+    let n = encode_error(Opcode::Unseal as u16, Status::BlobRejected, &mut buf).unwrap();
+    text += &std::format!("error-unseal-blob-rejected {}\n", hex::encode(&buf[..n]));
+    let path = std::format!("{}/tests/golden/wire_v1.txt", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("HAKEYS_BLESS").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    assert_eq!(std::fs::read_to_string(&path).expect("fixture"), text);
+}
+
+#[test]
+fn header_layout_is_as_specified() {
+    let b = enc_req(&Request::Retire(RetireRequest { below: 300 }));
+    // magic, version 1, reserved 0, opcode 0x0103 LE, postcard varint 300 = ac 02
+    assert_eq!(b, [b'H', b'K', b'R', b'Q', 1, 0, 0x03, 0x01, 0xac, 0x02]);
+    let mut buf = [0u8; 16];
+    let n = encode_error(0x0202, Status::BlobRejected, &mut buf).unwrap();
+    assert_eq!(&buf[..n], [b'H', b'K', b'R', b'S', 1, 0, 0x02, 0x02, 10, 0]);
+}
+
+#[test]
+fn round_trips() {
+    for r in sample_requests() {
+        assert_eq!(decode_request(&enc_req(&r)).unwrap(), r);
+    }
+    for r in sample_responses() {
+        assert_eq!(decode_response(&enc_resp(&r), r.opcode()).unwrap(), Ok(r));
+    }
+    for s in Status::ALL.iter().skip(1) {
+        let mut buf = [0u8; 16];
+        let n = encode_error(Opcode::Seal as u16, *s, &mut buf).unwrap();
+        assert_eq!(decode_response(&buf[..n], Opcode::Seal).unwrap(), Err(*s));
+    }
+}
+
+#[test]
+fn strict_request_decoding() {
+    let good = enc_req(&Request::Seal(SealRequest { namespace: "ha/core".try_into().unwrap(), plaintext: (&b"pw"[..]).try_into().unwrap() }));
+    // Every truncation fails.
+    for len in 0..good.len() {
+        assert!(decode_request(&good[..len]).is_err(), "truncated to {len}");
+    }
+    let mut t = good.clone();
+    t.push(0);
+    assert_eq!(decode_request(&t), Err(WireError::TrailingBytes));
+    let mut t = good.clone();
+    t[0] = b'X';
+    assert_eq!(decode_request(&t), Err(WireError::BadMagic));
+    let mut t = good.clone();
+    t[4] = 2;
+    assert_eq!(decode_request(&t), Err(WireError::UnsupportedVersion(2)));
+    let mut t = good.clone();
+    t[5] = 1;
+    assert_eq!(decode_request(&t), Err(WireError::ReservedNotZero));
+    let mut t = good.clone();
+    t[6] = 0x77;
+    assert_eq!(decode_request(&t), Err(WireError::UnknownOpcode(0x0277)));
+    // Body-less opcodes take no body.
+    assert_eq!(decode_request(b"HKRQ\x01\x00\x01\x00\x00"), Err(WireError::TrailingBytes));
+    // A response is not a request.
+    assert_eq!(decode_request(&enc_resp(&Response::BootDone)), Err(WireError::BadMagic));
+    // Over-long messages are refused before parsing.
+    assert_eq!(decode_request(&[0u8; MAX_MESSAGE_LEN + 1]), Err(WireError::TooLong));
+}
+
+#[test]
+fn fields_over_their_bound_are_refused() {
+    // A namespace of 65 bytes, hand-encoded: varint 65 then the bytes.
+    let mut m = std::vec![b'H', b'K', b'R', b'Q', 1, 0, 0x01, 0x02, 65];
+    m.extend([b'a'; 65]);
+    m.extend([1, b'x']);
+    assert_eq!(decode_request(&m), Err(WireError::BadBody));
+    // A secret of MAX_SECRET_LEN + 1 bytes.
+    let mut m = std::vec![b'H', b'K', b'R', b'Q', 1, 0, 0x01, 0x02, 1, b'a'];
+    let n = MAX_SECRET_LEN + 1;
+    m.extend([(n as u8 & 0x7f) | 0x80, (n >> 7) as u8]);
+    m.extend(std::vec![0u8; n]);
+    assert_eq!(decode_request(&m), Err(WireError::BadBody));
+    // A length prefix that claims more than is there.
+    let m = [b'H', b'K', b'R', b'Q', 1, 0, 0x02, 0x02, 0xff, 0x0f, 1, 2];
+    assert_eq!(decode_request(&m), Err(WireError::BadBody));
+    // An Option tag other than 0/1.
+    let m = [b'H', b'K', b'R', b'Q', 1, 0, 0x02, 0x02, 1, 7, 2];
+    assert_eq!(decode_request(&m), Err(WireError::BadBody));
+}
+
+#[test]
+fn strict_response_decoding() {
+    let good = enc_resp(&Response::Init(InitResponse { created: true, epoch: 1 }));
+    assert_eq!(decode_response(&good, Opcode::Rotate), Err(WireError::OpcodeMismatch));
+    let mut t = good.clone();
+    t[8] = 200;
+    assert_eq!(decode_response(&t, Opcode::Init), Err(WireError::UnknownStatus(200)));
+    let mut t = good.clone();
+    t.push(1);
+    assert_eq!(decode_response(&t, Opcode::Init), Err(WireError::TrailingBytes));
+    // An error status with a body is malformed.
+    let mut buf = [0u8; 16];
+    let n = encode_error(Opcode::Init as u16, Status::Internal, &mut buf).unwrap();
+    let mut t = buf[..n].to_vec();
+    t.push(0);
+    assert_eq!(decode_response(&t, Opcode::Init), Err(WireError::TrailingBytes));
+}
+
+#[test]
+fn uuid_and_opcodes() {
+    assert_eq!(TA_UUID_STR.len(), 36);
+    let hexed: StdString = TA_UUID_STR.chars().filter(|c| *c != '-').collect();
+    assert_eq!(hex::encode(TA_UUID), hexed);
+    for op in Opcode::ALL {
+        assert_eq!(Opcode::from_u16(op as u16), Some(op));
+    }
+    for (i, s) in Status::ALL.iter().enumerate() {
+        assert_eq!(*s as u16, i as u16, "status codes are dense and stable");
+    }
+}
