@@ -47,7 +47,11 @@ pub enum AttestError {
 }
 
 /// Build signed evidence for `challenge`.
-pub fn sign(device_key: &SecretKey, challenge: &[u8], claims: &Claims) -> Result<Evidence, AttestError> {
+pub fn sign(
+    device_key: &SecretKey,
+    challenge: &[u8],
+    claims: &Claims,
+) -> Result<Evidence, AttestError> {
     if challenge.is_empty() || challenge.len() > MAX_CHALLENGE_LEN {
         return Err(AttestError::BadChallenge);
     }
@@ -61,17 +65,23 @@ pub fn sign(device_key: &SecretKey, challenge: &[u8], claims: &Claims) -> Result
         &claims.min_epoch.to_be_bytes(),
     ];
     for p in parts {
-        ev.extend_from_slice(p).map_err(|_| AttestError::Malformed)?;
+        ev.extend_from_slice(p)
+            .map_err(|_| AttestError::Malformed)?;
     }
     let sk = SigningKey::from(device_key);
     let sig: Signature = sk.sign(&ev);
-    ev.extend_from_slice(&sig.to_bytes()).map_err(|_| AttestError::Malformed)?;
+    ev.extend_from_slice(&sig.to_bytes())
+        .map_err(|_| AttestError::Malformed)?;
     Ok(ev)
 }
 
 /// Verify `evidence` against the device's public key and the challenge the
 /// verifier chose; returns the signed claims.
-pub fn verify(device: &PublicKey, challenge: &[u8], evidence: &[u8]) -> Result<Claims, AttestError> {
+pub fn verify(
+    device: &PublicKey,
+    challenge: &[u8],
+    evidence: &[u8],
+) -> Result<Claims, AttestError> {
     if challenge.is_empty() || challenge.len() > MAX_CHALLENGE_LEN {
         return Err(AttestError::BadChallenge);
     }
@@ -89,9 +99,15 @@ pub fn verify(device: &PublicKey, challenge: &[u8], evidence: &[u8]) -> Result<C
     let got_challenge = &signed[6..6 + clen];
     let tail = &signed[6 + clen..];
     let word = |i: usize| u32::from_be_bytes([tail[i], tail[i + 1], tail[i + 2], tail[i + 3]]);
-    let claims = Claims { engine_version: word(0), epoch: word(4), min_epoch: word(8) };
+    let claims = Claims {
+        engine_version: word(0),
+        epoch: word(4),
+        min_epoch: word(8),
+    };
     let sig = Signature::from_slice(sig).map_err(|_| AttestError::BadSignature)?;
-    VerifyingKey::from(device).verify(signed, &sig).map_err(|_| AttestError::BadSignature)?;
+    VerifyingKey::from(device)
+        .verify(signed, &sig)
+        .map_err(|_| AttestError::BadSignature)?;
     // Checked after the signature so a forged blob learns nothing either way.
     if got_challenge != challenge {
         return Err(AttestError::ChallengeMismatch);

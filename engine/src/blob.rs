@@ -13,12 +13,14 @@
 //! - kind 2 (sealed to the device's public key offline): IKM = ECDH(ephemeral,
 //!   device) x-coordinate, info binds both public keys and the namespace.
 
-use hakeys_proto::{BlobBytes, Secret, MAX_BLOB_LEN, MAX_NAMESPACE_LEN, MAX_SECRET_LEN, PUBKEY_LEN};
+use hakeys_proto::{
+    BlobBytes, Secret, MAX_BLOB_LEN, MAX_NAMESPACE_LEN, MAX_SECRET_LEN, PUBKEY_LEN,
+};
 use p256::{PublicKey, SecretKey};
 use zeroize::Zeroize;
 
 use crate::crypto::{self, CryptoError, TAG_LEN};
-use crate::{namespace, Entropy, EngineError};
+use crate::{namespace, EngineError, Entropy};
 
 /// First four bytes of every sealed blob.
 pub const BLOB_MAGIC: [u8; 4] = *b"HKSB";
@@ -137,7 +139,10 @@ pub fn parse(blob: &[u8]) -> Result<Parsed<'_>, BlobError> {
     };
     let aad = &blob[..r.pos];
     let rest = &blob[r.pos..];
-    let ct_len = rest.len().checked_sub(TAG_LEN).ok_or(BlobError::Malformed)?;
+    let ct_len = rest
+        .len()
+        .checked_sub(TAG_LEN)
+        .ok_or(BlobError::Malformed)?;
     if ct_len == 0 {
         return Err(BlobError::Malformed);
     }
@@ -145,7 +150,16 @@ pub fn parse(blob: &[u8]) -> Result<Parsed<'_>, BlobError> {
         return Err(BlobError::TooLarge);
     }
     let (ciphertext, tag) = rest.split_at(ct_len);
-    Ok(Parsed { kind, namespace, epoch, salt, ephemeral, aad, ciphertext, tag })
+    Ok(Parsed {
+        kind,
+        namespace,
+        epoch,
+        salt,
+        ephemeral,
+        aad,
+        ciphertext,
+        tag,
+    })
 }
 
 fn check_input(ns: &str, plaintext: &[u8]) -> Result<(), BlobError> {
@@ -161,7 +175,13 @@ fn check_input(ns: &str, plaintext: &[u8]) -> Result<(), BlobError> {
     Ok(())
 }
 
-fn header(kind: Kind, ns: &str, epoch: u32, salt: &[u8; SALT_LEN], eph: Option<&[u8; 65]>) -> Result<BlobBytes, BlobError> {
+fn header(
+    kind: Kind,
+    ns: &str,
+    epoch: u32,
+    salt: &[u8; SALT_LEN],
+    eph: Option<&[u8; 65]>,
+) -> Result<BlobBytes, BlobError> {
     let mut out = BlobBytes::new();
     let ns_len = u8::try_from(ns.len()).map_err(|_| BlobError::InvalidNamespace)?;
     let parts: [&[u8]; 6] = [
@@ -180,27 +200,58 @@ fn header(kind: Kind, ns: &str, epoch: u32, salt: &[u8; SALT_LEN], eph: Option<&
 
 /// Append `plaintext` encrypted under `kn` (with the header so far as AAD)
 /// and the tag.
-fn encrypt_into(mut out: BlobBytes, kn: &crypto::KeyNonce, plaintext: &[u8]) -> Result<BlobBytes, BlobError> {
+fn encrypt_into(
+    mut out: BlobBytes,
+    kn: &crypto::KeyNonce,
+    plaintext: &[u8],
+) -> Result<BlobBytes, BlobError> {
     let hdr_len = out.len();
-    out.extend_from_slice(plaintext).map_err(|_| BlobError::TooLarge)?;
+    out.extend_from_slice(plaintext)
+        .map_err(|_| BlobError::TooLarge)?;
     let (aad, body) = out.split_at_mut(hdr_len);
     let tag = crypto::aes_gcm_seal(kn, aad, body)?;
-    out.extend_from_slice(&tag).map_err(|_| BlobError::TooLarge)?;
+    out.extend_from_slice(&tag)
+        .map_err(|_| BlobError::TooLarge)?;
     Ok(out)
 }
 
-fn device_key_nonce(root_key: &[u8; 32], salt: &[u8], epoch: u32, ns: &str) -> Result<crypto::KeyNonce, CryptoError> {
+fn device_key_nonce(
+    root_key: &[u8; 32],
+    salt: &[u8],
+    epoch: u32,
+    ns: &str,
+) -> Result<crypto::KeyNonce, CryptoError> {
     let ns_len = [ns.len() as u8];
-    crypto::derive_key_nonce(salt, root_key, &[INFO_DEVICE, &epoch.to_be_bytes(), &ns_len, ns.as_bytes()])
+    crypto::derive_key_nonce(
+        salt,
+        root_key,
+        &[INFO_DEVICE, &epoch.to_be_bytes(), &ns_len, ns.as_bytes()],
+    )
 }
 
-fn to_device_key_nonce(shared: &[u8; 32], salt: &[u8], eph: &[u8], device: &[u8; 65], ns: &str) -> Result<crypto::KeyNonce, CryptoError> {
+fn to_device_key_nonce(
+    shared: &[u8; 32],
+    salt: &[u8],
+    eph: &[u8],
+    device: &[u8; 65],
+    ns: &str,
+) -> Result<crypto::KeyNonce, CryptoError> {
     let ns_len = [ns.len() as u8];
-    crypto::derive_key_nonce(salt, shared, &[INFO_TO_DEVICE, eph, device, &ns_len, ns.as_bytes()])
+    crypto::derive_key_nonce(
+        salt,
+        shared,
+        &[INFO_TO_DEVICE, eph, device, &ns_len, ns.as_bytes()],
+    )
 }
 
 /// Seal `plaintext` for `ns` under the root key of `epoch`, with `salt`.
-pub fn seal_device(root_key: &[u8; 32], epoch: u32, ns: &str, plaintext: &[u8], salt: &[u8; SALT_LEN]) -> Result<BlobBytes, BlobError> {
+pub fn seal_device(
+    root_key: &[u8; 32],
+    epoch: u32,
+    ns: &str,
+    plaintext: &[u8],
+    salt: &[u8; SALT_LEN],
+) -> Result<BlobBytes, BlobError> {
     check_input(ns, plaintext)?;
     if epoch == 0 {
         return Err(BlobError::Malformed);
@@ -211,7 +262,12 @@ pub fn seal_device(root_key: &[u8; 32], epoch: u32, ns: &str, plaintext: &[u8], 
 
 /// Seal `plaintext` for `ns` to the device public key `device`, offline.
 /// Draws a fresh ephemeral key and salt from `entropy`.
-pub fn seal_to_device<E: Entropy + ?Sized>(device: &PublicKey, ns: &str, plaintext: &[u8], entropy: &mut E) -> Result<BlobBytes, EngineError> {
+pub fn seal_to_device<E: Entropy + ?Sized>(
+    device: &PublicKey,
+    ns: &str,
+    plaintext: &[u8],
+    entropy: &mut E,
+) -> Result<BlobBytes, EngineError> {
     let eph = crypto::generate_secret_key(entropy)?;
     let mut salt = [0u8; SALT_LEN];
     entropy.fill(&mut salt).map_err(|_| EngineError::Entropy)?;
@@ -220,18 +276,29 @@ pub fn seal_to_device<E: Entropy + ?Sized>(device: &PublicKey, ns: &str, plainte
 
 /// [`seal_to_device`] with a caller-chosen ephemeral key and salt (for
 /// known-answer tests; never reuse an ephemeral key).
-pub fn seal_to_device_with(device: &PublicKey, ns: &str, plaintext: &[u8], eph: &SecretKey, salt: &[u8; SALT_LEN]) -> Result<BlobBytes, BlobError> {
+pub fn seal_to_device_with(
+    device: &PublicKey,
+    ns: &str,
+    plaintext: &[u8],
+    eph: &SecretKey,
+    salt: &[u8; SALT_LEN],
+) -> Result<BlobBytes, BlobError> {
     check_input(ns, plaintext)?;
     let eph_pub = crypto::sec1_uncompressed(&eph.public_key());
     let dev_pub = crypto::sec1_uncompressed(device);
     let shared = crypto::ecdh(eph, device);
     let kn = to_device_key_nonce(&shared, salt, &eph_pub, &dev_pub, ns)?;
-    encrypt_into(header(Kind::ToDevice, ns, 0, salt, Some(&eph_pub))?, &kn, plaintext)
+    encrypt_into(
+        header(Kind::ToDevice, ns, 0, salt, Some(&eph_pub))?,
+        &kn,
+        plaintext,
+    )
 }
 
 fn decrypt(p: &Parsed<'_>, kn: &crypto::KeyNonce, out: &mut Secret) -> Result<(), BlobError> {
     out.clear();
-    out.extend_from_slice(p.ciphertext).map_err(|_| BlobError::TooLarge)?;
+    out.extend_from_slice(p.ciphertext)
+        .map_err(|_| BlobError::TooLarge)?;
     if let Err(e) = crypto::aes_gcm_open(kn, p.aad, out, p.tag) {
         out.as_mut_slice().zeroize();
         out.clear();
@@ -250,7 +317,11 @@ pub fn open_device(root_key: &[u8; 32], p: &Parsed<'_>, out: &mut Secret) -> Res
 }
 
 /// Open a kind-2 blob with the device's secret key.
-pub fn open_to_device(device_key: &SecretKey, p: &Parsed<'_>, out: &mut Secret) -> Result<(), BlobError> {
+pub fn open_to_device(
+    device_key: &SecretKey,
+    p: &Parsed<'_>,
+    out: &mut Secret,
+) -> Result<(), BlobError> {
     let eph = match (p.kind, p.ephemeral) {
         (Kind::ToDevice, Some(e)) => e,
         _ => return Err(BlobError::Malformed),

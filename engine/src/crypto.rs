@@ -24,13 +24,22 @@ pub struct CryptoError;
 
 /// HKDF-SHA256(salt, ikm) expanded over the concatenation of `info` parts
 /// into `okm`.
-pub fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[&[u8]], okm: &mut [u8]) -> Result<(), CryptoError> {
+pub fn hkdf_sha256(
+    salt: &[u8],
+    ikm: &[u8],
+    info: &[&[u8]],
+    okm: &mut [u8],
+) -> Result<(), CryptoError> {
     Hkdf::<Sha256>::new(Some(salt), ikm)
         .expand_multi_info(info, okm)
         .map_err(|_| CryptoError)
 }
 
-pub(crate) fn derive_key_nonce(salt: &[u8], ikm: &[u8], info: &[&[u8]]) -> Result<KeyNonce, CryptoError> {
+pub(crate) fn derive_key_nonce(
+    salt: &[u8],
+    ikm: &[u8],
+    info: &[&[u8]],
+) -> Result<KeyNonce, CryptoError> {
     let mut okm = Zeroizing::new([0u8; 44]);
     hkdf_sha256(salt, ikm, info, okm.as_mut())?;
     Ok(okm)
@@ -43,9 +52,15 @@ fn cipher(kn: &KeyNonce) -> Result<(Aes256Gcm, Nonce<Aes256Gcm>), CryptoError> {
 }
 
 /// Encrypt `buf` in place; returns the tag.
-pub fn aes_gcm_seal(kn: &KeyNonce, aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], CryptoError> {
+pub fn aes_gcm_seal(
+    kn: &KeyNonce,
+    aad: &[u8],
+    buf: &mut [u8],
+) -> Result<[u8; TAG_LEN], CryptoError> {
     let (c, n) = cipher(kn)?;
-    let tag = c.encrypt_inout_detached(&n, aad, buf.into()).map_err(|_| CryptoError)?;
+    let tag = c
+        .encrypt_inout_detached(&n, aad, buf.into())
+        .map_err(|_| CryptoError)?;
     let mut out = [0u8; TAG_LEN];
     out.copy_from_slice(tag.as_slice());
     Ok(out)
@@ -53,10 +68,16 @@ pub fn aes_gcm_seal(kn: &KeyNonce, aad: &[u8], buf: &mut [u8]) -> Result<[u8; TA
 
 /// Verify `tag` (in constant time, inside aes-gcm) and decrypt `buf` in
 /// place. On failure `buf` must be discarded by the caller.
-pub fn aes_gcm_open(kn: &KeyNonce, aad: &[u8], buf: &mut [u8], tag: &[u8]) -> Result<(), CryptoError> {
+pub fn aes_gcm_open(
+    kn: &KeyNonce,
+    aad: &[u8],
+    buf: &mut [u8],
+    tag: &[u8],
+) -> Result<(), CryptoError> {
     let (c, n) = cipher(kn)?;
     let tag = Tag::<Aes256Gcm>::try_from(tag).map_err(|_| CryptoError)?;
-    c.decrypt_inout_detached(&n, aad, buf.into(), &tag).map_err(|_| CryptoError)
+    c.decrypt_inout_detached(&n, aad, buf.into(), &tag)
+        .map_err(|_| CryptoError)
 }
 
 /// Uncompressed SEC1 encoding (65 bytes) of a public key.
@@ -77,7 +98,8 @@ pub fn parse_public_key(sec1: &[u8]) -> Result<PublicKey, CryptoError> {
 
 /// X coordinate of `secret * public` (the ECDH shared secret).
 pub fn ecdh(secret: &SecretKey, public: &PublicKey) -> Zeroizing<[u8; 32]> {
-    let shared = p256::elliptic_curve::ecdh::diffie_hellman(secret.to_nonzero_scalar(), public.as_affine());
+    let shared =
+        p256::elliptic_curve::ecdh::diffie_hellman(secret.to_nonzero_scalar(), public.as_affine());
     let mut out = Zeroizing::new([0u8; 32]);
     out.copy_from_slice(shared.raw_secret_bytes().as_slice());
     out
@@ -85,10 +107,14 @@ pub fn ecdh(secret: &SecretKey, public: &PublicKey) -> Zeroizing<[u8; 32]> {
 
 /// A fresh P-256 secret key from the entropy source. A 32-byte draw is
 /// outside `[1, n-1]` with probability about 2^-32, so a few draws suffice.
-pub fn generate_secret_key<E: Entropy + ?Sized>(entropy: &mut E) -> Result<SecretKey, crate::EngineError> {
+pub fn generate_secret_key<E: Entropy + ?Sized>(
+    entropy: &mut E,
+) -> Result<SecretKey, crate::EngineError> {
     for _ in 0..8 {
         let mut bytes = Zeroizing::new([0u8; 32]);
-        entropy.fill(bytes.as_mut()).map_err(|_| crate::EngineError::Entropy)?;
+        entropy
+            .fill(bytes.as_mut())
+            .map_err(|_| crate::EngineError::Entropy)?;
         if let Ok(sk) = SecretKey::from_slice(bytes.as_ref()) {
             return Ok(sk);
         }

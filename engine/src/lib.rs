@@ -21,8 +21,8 @@ pub mod namespace;
 pub mod state;
 
 use hakeys_proto::{
-    self as proto, AttestResponse, BlobResponse, EpochResponse, InitResponse, PingResponse, PubkeyResponse, Request, Response, Secret, Status, StatusResponse,
-    UnsealResponse,
+    self as proto, AttestResponse, BlobResponse, EpochResponse, InitResponse, PingResponse,
+    PubkeyResponse, Request, Response, Secret, Status, StatusResponse, UnsealResponse,
 };
 use p256::SecretKey;
 use zeroize::Zeroize;
@@ -132,7 +132,12 @@ pub struct Engine<S, E> {
 impl<S: SecureStorage, E: Entropy> Engine<S, E> {
     /// A new engine; nothing is read until the first request.
     pub fn new(storage: S, entropy: E) -> Self {
-        Engine { storage, entropy, cached: None, boot_locked: false }
+        Engine {
+            storage,
+            entropy,
+            cached: None,
+            boot_locked: false,
+        }
     }
 
     /// Put the engine in the post-boot phase, as `boot-done` does. The
@@ -208,7 +213,9 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
                 Ok(Response::BootDone)
             }
             Request::Seal(r) => self.seal(&r.namespace, &r.plaintext).map(Response::Seal),
-            Request::Unseal(r) => self.unseal(&r.blob, r.namespace.as_deref()).map(Response::Unseal),
+            Request::Unseal(r) => self
+                .unseal(&r.blob, r.namespace.as_deref())
+                .map(Response::Unseal),
             Request::Rewrap(r) => self.rewrap(&r.blob).map(Response::Rewrap),
             Request::Pubkey => {
                 let sk = self.device_key()?;
@@ -223,7 +230,11 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
                     (st.epoch, st.min_epoch)
                 };
                 let sk = self.device_key()?;
-                let claims = attest::Claims { engine_version: ENGINE_VERSION, epoch, min_epoch };
+                let claims = attest::Claims {
+                    engine_version: ENGINE_VERSION,
+                    epoch,
+                    min_epoch,
+                };
                 let evidence = attest::sign(&sk, &r.challenge, &claims)
                     .map_err(|_| EngineError::InvalidArgument)?;
                 Ok(Response::Attest(AttestResponse { evidence }))
@@ -259,7 +270,8 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
 
     fn device_key(&mut self) -> Result<SecretKey, EngineError> {
         let st = self.require()?;
-        SecretKey::from_slice(&st.device_key).map_err(|_| EngineError::Storage(StorageError::Corrupt))
+        SecretKey::from_slice(&st.device_key)
+            .map_err(|_| EngineError::Storage(StorageError::Corrupt))
     }
 
     /// Persist `next` atomically; only then does it become the engine's state.
@@ -283,24 +295,43 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
 
     fn init(&mut self) -> Result<InitResponse, EngineError> {
         if let Some(st) = self.load()? {
-            return Ok(InitResponse { created: false, epoch: st.epoch });
+            return Ok(InitResponse {
+                created: false,
+                epoch: st.epoch,
+            });
         }
         let mut root_key = [0u8; 32];
-        self.entropy.fill(&mut root_key).map_err(|_| EngineError::Entropy)?;
+        self.entropy
+            .fill(&mut root_key)
+            .map_err(|_| EngineError::Entropy)?;
         let device = crypto::generate_secret_key(&mut self.entropy)?;
         let mut device_key = [0u8; 32];
         device_key.copy_from_slice(device.to_bytes().as_slice());
-        let next = State { root_key, device_key, epoch: FIRST_EPOCH, min_epoch: FIRST_EPOCH };
+        let next = State {
+            root_key,
+            device_key,
+            epoch: FIRST_EPOCH,
+            min_epoch: FIRST_EPOCH,
+        };
         root_key.zeroize();
         device_key.zeroize();
         self.commit(next)?;
-        Ok(InitResponse { created: true, epoch: FIRST_EPOCH })
+        Ok(InitResponse {
+            created: true,
+            epoch: FIRST_EPOCH,
+        })
     }
 
     fn rotate(&mut self) -> Result<EpochResponse, EngineError> {
         let mut next = self.require()?.clone();
-        next.epoch = next.epoch.checked_add(1).ok_or(EngineError::InvalidArgument)?;
-        let resp = EpochResponse { epoch: next.epoch, min_epoch: next.min_epoch };
+        next.epoch = next
+            .epoch
+            .checked_add(1)
+            .ok_or(EngineError::InvalidArgument)?;
+        let resp = EpochResponse {
+            epoch: next.epoch,
+            min_epoch: next.min_epoch,
+        };
         self.commit(next)?;
         Ok(resp)
     }
@@ -312,11 +343,17 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
             return Err(EngineError::InvalidArgument);
         }
         if below == st.min_epoch {
-            return Ok(EpochResponse { epoch: st.epoch, min_epoch: st.min_epoch });
+            return Ok(EpochResponse {
+                epoch: st.epoch,
+                min_epoch: st.min_epoch,
+            });
         }
         let mut next = st.clone();
         next.min_epoch = below;
-        let resp = EpochResponse { epoch: next.epoch, min_epoch: next.min_epoch };
+        let resp = EpochResponse {
+            epoch: next.epoch,
+            min_epoch: next.min_epoch,
+        };
         self.commit(next)?;
         Ok(resp)
     }
@@ -326,7 +363,9 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
             return Err(EngineError::InvalidNamespace);
         }
         let mut salt = [0u8; blob::SALT_LEN];
-        self.entropy.fill(&mut salt).map_err(|_| EngineError::Entropy)?;
+        self.entropy
+            .fill(&mut salt)
+            .map_err(|_| EngineError::Entropy)?;
         let st = self.require()?;
         let blob = blob::seal_device(&st.root_key, st.epoch, ns, plaintext, &salt)?;
         Ok(BlobResponse { blob })
@@ -355,7 +394,11 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         Ok(())
     }
 
-    fn unseal(&mut self, blob_bytes: &[u8], expected_ns: Option<&str>) -> Result<UnsealResponse, EngineError> {
+    fn unseal(
+        &mut self,
+        blob_bytes: &[u8],
+        expected_ns: Option<&str>,
+    ) -> Result<UnsealResponse, EngineError> {
         let parsed = blob::parse(blob_bytes)?;
         if let Some(ns) = expected_ns {
             if ns != parsed.namespace {
@@ -368,8 +411,13 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         let mut plaintext = Secret::new();
         self.open(&parsed, &mut plaintext)?;
         let mut namespace = proto::Namespace::new();
-        namespace.push_str(parsed.namespace).map_err(|_| EngineError::Internal)?;
-        Ok(UnsealResponse { namespace, plaintext })
+        namespace
+            .push_str(parsed.namespace)
+            .map_err(|_| EngineError::Internal)?;
+        Ok(UnsealResponse {
+            namespace,
+            plaintext,
+        })
     }
 
     fn rewrap(&mut self, blob_bytes: &[u8]) -> Result<BlobResponse, EngineError> {

@@ -20,7 +20,9 @@ pub fn is_valid(ns: &str) -> bool {
             Some(first) if first.is_ascii_lowercase() || first.is_ascii_digit() => {}
             _ => return false,
         }
-        bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+        bytes.all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
     })
 }
 
@@ -35,7 +37,13 @@ mod tests {
 
     #[test]
     fn accepts_the_documented_shapes() {
-        for ns in ["ha/core", "addon/core_mosquitto", "boot/luks-data", "a", "x1/y.2/z-3"] {
+        for ns in [
+            "ha/core",
+            "addon/core_mosquitto",
+            "boot/luks-data",
+            "a",
+            "x1/y.2/z-3",
+        ] {
             assert!(is_valid(ns), "{ns}");
         }
         assert!(is_valid(&"a".repeat(64)));
@@ -45,8 +53,24 @@ mod tests {
     fn rejects_everything_else() {
         let long = "a".repeat(65);
         for ns in [
-            "", "/", "ha/", "/ha", "ha//core", "Ha/core", "ha/co re", "ha/../x", "ha/./x", ".",
-            "..", "-x", "ha/-x", "ha/_x", "ha/\u{e9}", "ha\0x", "ha\\x", long.as_str(),
+            "",
+            "/",
+            "ha/",
+            "/ha",
+            "ha//core",
+            "Ha/core",
+            "ha/co re",
+            "ha/../x",
+            "ha/./x",
+            ".",
+            "..",
+            "-x",
+            "ha/-x",
+            "ha/_x",
+            "ha/\u{e9}",
+            "ha\0x",
+            "ha\\x",
+            long.as_str(),
         ] {
             assert!(!is_valid(ns), "{ns:?}");
         }

@@ -62,7 +62,10 @@ impl State {
         };
         st.root_key.copy_from_slice(&b[1..33]);
         st.device_key.copy_from_slice(&b[33..65]);
-        if st.min_epoch == 0 || st.min_epoch > st.epoch || SecretKey::from_slice(&st.device_key).is_err() {
+        if st.min_epoch == 0
+            || st.min_epoch > st.epoch
+            || SecretKey::from_slice(&st.device_key).is_err()
+        {
             return Err(CorruptState);
         }
         Ok(st)

@@ -63,7 +63,13 @@ type TestEngine = Engine<MemStorage, TestEntropy>;
 
 fn engine(seed: u64) -> TestEngine {
     let mut e = Engine::new(MemStorage::default(), TestEntropy(seed));
-    assert_eq!(call(&mut e, Request::Init), Ok(Response::Init(InitResponse { created: true, epoch: 1 })));
+    assert_eq!(
+        call(&mut e, Request::Init),
+        Ok(Response::Init(InitResponse {
+            created: true,
+            epoch: 1
+        }))
+    );
     e
 }
 
@@ -81,14 +87,21 @@ fn ns(s: &str) -> proto::Namespace {
 }
 
 fn seal(e: &mut TestEngine, namespace: &str, pt: &[u8]) -> StdVec<u8> {
-    let req = Request::Seal(SealRequest { namespace: ns(namespace), plaintext: pt.try_into().expect("fits") });
+    let req = Request::Seal(SealRequest {
+        namespace: ns(namespace),
+        plaintext: pt.try_into().expect("fits"),
+    });
     match call(e, req) {
         Ok(Response::Seal(b)) => b.blob.to_vec(),
         other => panic!("seal failed: {other:?}"),
     }
 }
 
-fn unseal_as(e: &mut TestEngine, blob: &[u8], expected: Option<&str>) -> Result<StdVec<u8>, Status> {
+fn unseal_as(
+    e: &mut TestEngine,
+    blob: &[u8],
+    expected: Option<&str>,
+) -> Result<StdVec<u8>, Status> {
     let req = Request::Unseal(UnsealRequest {
         blob: blob.try_into().map_err(|_| Status::TooLarge)?,
         namespace: expected.map(ns),
@@ -116,16 +129,26 @@ fn device_pubkey(e: &mut TestEngine) -> p256::PublicKey {
 fn kat_hkdf_sha256_rfc5869() {
     // RFC 5869 A.1 and A.3.
     let mut okm = [0u8; 42];
-    crypto::hkdf_sha256(&h("000102030405060708090a0b0c"), &[0x0b; 22], &[&h("f0f1f2f3f4f5f6f7f8f9")], &mut okm)
-        .unwrap();
+    crypto::hkdf_sha256(
+        &h("000102030405060708090a0b0c"),
+        &[0x0b; 22],
+        &[&h("f0f1f2f3f4f5f6f7f8f9")],
+        &mut okm,
+    )
+    .unwrap();
     assert_eq!(
         okm.to_vec(),
         h("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
     );
     // The same info given in two parts is the same expansion.
     let mut okm2 = [0u8; 42];
-    crypto::hkdf_sha256(&h("000102030405060708090a0b0c"), &[0x0b; 22], &[&h("f0f1f2f3f4"), &h("f5f6f7f8f9")], &mut okm2)
-        .unwrap();
+    crypto::hkdf_sha256(
+        &h("000102030405060708090a0b0c"),
+        &[0x0b; 22],
+        &[&h("f0f1f2f3f4"), &h("f5f6f7f8f9")],
+        &mut okm2,
+    )
+    .unwrap();
     assert_eq!(okm, okm2);
     crypto::hkdf_sha256(&[], &[0x0b; 22], &[], &mut okm).unwrap();
     assert_eq!(
@@ -150,7 +173,10 @@ fn kat_aes256_gcm_nist() {
     assert_eq!(buf.to_vec(), h("cea7403d4d606b6e074ec5d3baf39d18"));
     assert_eq!(tag.to_vec(), h("d0d1c8a799996bf0265b98b5d48ab919"));
 
-    let k = kn("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", "cafebabefacedbaddecaf888");
+    let k = kn(
+        "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+        "cafebabefacedbaddecaf888",
+    );
     let aad = h("feedfacedeadbeeffeedfacedeadbeefabaddad2");
     let pt = h("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
     let ct = h("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662");
@@ -173,7 +199,10 @@ fn kat_aes256_gcm_nist() {
 #[test]
 fn kat_ecdsa_p256_rfc6979() {
     // RFC 6979 A.2.5, SHA-256, messages "sample" and "test".
-    let sk = SecretKey::from_slice(&h("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721")).unwrap();
+    let sk = SecretKey::from_slice(&h(
+        "C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721",
+    ))
+    .unwrap();
     let pk = crypto::sec1_uncompressed(&sk.public_key());
     assert_eq!(
         pk.to_vec(),
@@ -196,7 +225,10 @@ fn kat_ecdsa_p256_rfc6979() {
 #[test]
 fn kat_ecdh_p256_nist_cavs() {
     // NIST CAVS ECC CDH primitive, P-256, COUNT = 0.
-    let d = SecretKey::from_slice(&h("7d7dc5f71eb29ddaf80d6214632eeae03d9058af1fb6d22ed80badb62bc1a534")).unwrap();
+    let d = SecretKey::from_slice(&h(
+        "7d7dc5f71eb29ddaf80d6214632eeae03d9058af1fb6d22ed80badb62bc1a534",
+    ))
+    .unwrap();
     let q = crypto::parse_public_key(&h(
         "04 700c48f77f56584c5cc632ca65640db91b6bacce3a4df6b42ce7cc838833d287 db71e509e3fd9b060ddb20ba5c51dcc5948d46fbf640dfe0441782cab85fa4ac",
     ))
@@ -235,12 +267,20 @@ fn golden_device_blob() {
     let b = blob::seal_device(&ROOT, 3, "ha/core", b"hunter2", &SALT).unwrap();
     golden("blob_device_v1", &b);
     let p = blob::parse(&b).unwrap();
-    assert_eq!((p.kind, p.namespace, p.epoch), (blob::Kind::Device, "ha/core", 3));
+    assert_eq!(
+        (p.kind, p.namespace, p.epoch),
+        (blob::Kind::Device, "ha/core", 3)
+    );
     let mut out = Secret::new();
     blob::open_device(&ROOT, &p, &mut out).unwrap();
     assert_eq!(&out[..], b"hunter2");
     // The fixture from the committed file still opens (old format must load).
-    let fixture = h(std::fs::read_to_string(std::format!("{}/tests/golden/blob_device_v1.hex", env!("CARGO_MANIFEST_DIR"))).unwrap().trim());
+    let fixture = h(std::fs::read_to_string(std::format!(
+        "{}/tests/golden/blob_device_v1.hex",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .trim());
     let p = blob::parse(&fixture).unwrap();
     blob::open_device(&ROOT, &p, &mut out).unwrap();
     assert_eq!(&out[..], b"hunter2");
@@ -250,7 +290,14 @@ fn golden_device_blob() {
 fn golden_to_device_blob() {
     let dev = SecretKey::from_slice(&h(DEVICE_SK)).unwrap();
     let eph = SecretKey::from_slice(&h(EPHEMERAL_SK)).unwrap();
-    let b = blob::seal_to_device_with(&dev.public_key(), "addon/mqtt", b"mqtt-password", &eph, &SALT).unwrap();
+    let b = blob::seal_to_device_with(
+        &dev.public_key(),
+        "addon/mqtt",
+        b"mqtt-password",
+        &eph,
+        &SALT,
+    )
+    .unwrap();
     golden("blob_to_device_v1", &b);
     let p = blob::parse(&b).unwrap();
     assert_eq!((p.kind, p.epoch), (blob::Kind::ToDevice, 0));
@@ -261,7 +308,12 @@ fn golden_to_device_blob() {
 
 #[test]
 fn golden_state_record() {
-    let st = State { root_key: ROOT, device_key: h(DEVICE_SK).try_into().unwrap(), epoch: 7, min_epoch: 5 };
+    let st = State {
+        root_key: ROOT,
+        device_key: h(DEVICE_SK).try_into().unwrap(),
+        epoch: 7,
+        min_epoch: 5,
+    };
     let rec = st.encode();
     golden("state_v1", &rec);
     let back = State::decode(&rec).unwrap();
@@ -270,9 +322,17 @@ fn golden_state_record() {
     let mut bad = rec;
     bad[0] = 2;
     assert!(State::decode(&bad).is_err());
-    let bad = State { min_epoch: 8, ..st.clone() }.encode();
+    let bad = State {
+        min_epoch: 8,
+        ..st.clone()
+    }
+    .encode();
     assert!(State::decode(&bad).is_err());
-    let bad = State { device_key: [0; 32], ..st.clone() }.encode();
+    let bad = State {
+        device_key: [0; 32],
+        ..st.clone()
+    }
+    .encode();
     assert!(State::decode(&bad).is_err());
     assert!(State::decode(&rec[..72]).is_err());
 }
@@ -280,10 +340,17 @@ fn golden_state_record() {
 #[test]
 fn golden_evidence() {
     let dev = SecretKey::from_slice(&h(DEVICE_SK)).unwrap();
-    let claims = attest::Claims { engine_version: ENGINE_VERSION, epoch: 2, min_epoch: 1 };
+    let claims = attest::Claims {
+        engine_version: ENGINE_VERSION,
+        epoch: 2,
+        min_epoch: 1,
+    };
     let ev = attest::sign(&dev, b"nonce-123", &claims).unwrap();
     golden("evidence_v1", &ev);
-    assert_eq!(attest::verify(&dev.public_key(), b"nonce-123", &ev), Ok(claims));
+    assert_eq!(
+        attest::verify(&dev.public_key(), b"nonce-123", &ev),
+        Ok(claims)
+    );
 }
 
 // ---------------------------------------------------------------- negative blob tests
@@ -297,11 +364,18 @@ fn assert_every_byte_change_rejected(e: &mut TestEngine, blob: &[u8], plaintext:
             let r = unseal(e, &t);
             assert!(r.is_err(), "byte {i} ^ {mask:#x} was accepted");
             // Only a changed epoch may be reported as retired; all else is opaque.
-            assert!(matches!(r, Err(Status::BlobRejected | Status::EpochRetired)), "byte {i}: {r:?}");
+            assert!(
+                matches!(r, Err(Status::BlobRejected | Status::EpochRetired)),
+                "byte {i}: {r:?}"
+            );
         }
     }
     for len in 0..blob.len() {
-        assert_eq!(unseal(e, &blob[..len]), Err(Status::BlobRejected), "truncated to {len}");
+        assert_eq!(
+            unseal(e, &blob[..len]),
+            Err(Status::BlobRejected),
+            "truncated to {len}"
+        );
     }
     let mut longer = blob.to_vec();
     longer.push(0);
@@ -328,13 +402,19 @@ fn cross_namespace_is_rejected() {
     let mut e = engine(3);
     let blob = seal(&mut e, "addon/aaaa", b"s");
     assert_eq!(unseal_as(&mut e, &blob, Some("addon/aaaa")).unwrap(), b"s");
-    assert_eq!(unseal_as(&mut e, &blob, Some("addon/bbbb")), Err(Status::NamespaceMismatch));
+    assert_eq!(
+        unseal_as(&mut e, &blob, Some("addon/bbbb")),
+        Err(Status::NamespaceMismatch)
+    );
     // Rewriting the namespace in the header (same length) breaks the tag.
     let mut t = blob.clone();
     let at = blob.windows(4).position(|w| w == b"aaaa").unwrap();
     t[at..at + 4].copy_from_slice(b"bbbb");
     assert_eq!(unseal(&mut e, &t), Err(Status::BlobRejected));
-    assert_eq!(unseal_as(&mut e, &t, Some("addon/bbbb")), Err(Status::BlobRejected));
+    assert_eq!(
+        unseal_as(&mut e, &t, Some("addon/bbbb")),
+        Err(Status::BlobRejected)
+    );
 }
 
 #[test]
@@ -353,25 +433,53 @@ fn other_device_blobs_are_rejected() {
 fn rotate_rewrap_retire() {
     let mut e = engine(20);
     let old = seal(&mut e, "ha/core", b"v1");
-    assert_eq!(call(&mut e, Request::Rotate), Ok(Response::Rotate(EpochResponse { epoch: 2, min_epoch: 1 })));
+    assert_eq!(
+        call(&mut e, Request::Rotate),
+        Ok(Response::Rotate(EpochResponse {
+            epoch: 2,
+            min_epoch: 1
+        }))
+    );
     // Old blobs still open until retired; rewrap moves them to epoch 2.
     assert_eq!(unseal(&mut e, &old).unwrap(), b"v1");
-    let new = match call(&mut e, Request::Rewrap(RewrapRequest { blob: old.as_slice().try_into().unwrap() })) {
+    let new = match call(
+        &mut e,
+        Request::Rewrap(RewrapRequest {
+            blob: old.as_slice().try_into().unwrap(),
+        }),
+    ) {
         Ok(Response::Rewrap(b)) => b.blob.to_vec(),
         o => panic!("{o:?}"),
     };
     assert_eq!(blob::parse(&new).unwrap().epoch, 2);
-    assert_eq!(call(&mut e, Request::Retire(RetireRequest { below: 2 })), Ok(Response::Retire(EpochResponse { epoch: 2, min_epoch: 2 })));
+    assert_eq!(
+        call(&mut e, Request::Retire(RetireRequest { below: 2 })),
+        Ok(Response::Retire(EpochResponse {
+            epoch: 2,
+            min_epoch: 2
+        }))
+    );
     assert_eq!(unseal(&mut e, &old), Err(Status::EpochRetired));
     assert_eq!(unseal(&mut e, &new).unwrap(), b"v1");
     // Rewrap of a retired blob is refused too.
     assert_eq!(
-        call(&mut e, Request::Rewrap(RewrapRequest { blob: old.as_slice().try_into().unwrap() })),
+        call(
+            &mut e,
+            Request::Rewrap(RewrapRequest {
+                blob: old.as_slice().try_into().unwrap()
+            })
+        ),
         Err(Status::EpochRetired)
     );
     // The floor never goes down, and the current epoch cannot be retired.
-    assert_eq!(call(&mut e, Request::Retire(RetireRequest { below: 1 })), Err(Status::InvalidArgument));
-    assert_eq!(call(&mut e, Request::Retire(RetireRequest { below: 3 })), Err(Status::InvalidArgument));
+    assert_eq!(
+        call(&mut e, Request::Retire(RetireRequest { below: 1 })),
+        Err(Status::InvalidArgument)
+    );
+    assert_eq!(
+        call(&mut e, Request::Retire(RetireRequest { below: 3 })),
+        Err(Status::InvalidArgument)
+    );
     // Retiring at the current floor is a no-op that succeeds.
     let stores = e.storage_mut().stores;
     assert!(call(&mut e, Request::Retire(RetireRequest { below: 2 })).is_ok());
@@ -386,10 +494,17 @@ fn to_device_blobs_rewrap_into_device_blobs() {
     let mut e = engine(21);
     let pk = device_pubkey(&mut e);
     let offline = blob::seal_to_device(&pk, "ha/core", b"pw", &mut TestEntropy(3)).unwrap();
-    let req = Request::Rewrap(RewrapRequest { blob: offline.as_slice().try_into().unwrap() });
-    let Ok(Response::Rewrap(b)) = call(&mut e, req) else { panic!() };
+    let req = Request::Rewrap(RewrapRequest {
+        blob: offline.as_slice().try_into().unwrap(),
+    });
+    let Ok(Response::Rewrap(b)) = call(&mut e, req) else {
+        panic!()
+    };
     let p = blob::parse(&b.blob).unwrap();
-    assert_eq!((p.kind, p.epoch, p.namespace), (blob::Kind::Device, 1, "ha/core"));
+    assert_eq!(
+        (p.kind, p.epoch, p.namespace),
+        (blob::Kind::Device, 1, "ha/core")
+    );
     assert_eq!(unseal(&mut e, &b.blob).unwrap(), b"pw");
 }
 
@@ -402,7 +517,9 @@ fn boot_done_locks_boot_namespaces() {
     assert_eq!(call(&mut e, Request::BootDone), Ok(Response::BootDone));
     assert_eq!(unseal(&mut e, &luks), Err(Status::BootLocked));
     assert_eq!(unseal(&mut e, &other).unwrap(), b"ha");
-    let Ok(Response::Status(st)) = call(&mut e, Request::Status) else { panic!() };
+    let Ok(Response::Status(st)) = call(&mut e, Request::Status) else {
+        panic!()
+    };
     assert!(st.boot_locked);
     // Sealing new boot secrets stays possible (it reveals nothing).
     let again = seal(&mut e, "boot/luks-data", b"new");
@@ -417,18 +534,37 @@ fn boot_done_locks_boot_namespaces() {
 #[test]
 fn not_initialised_and_idempotent_init() {
     let mut e = Engine::new(MemStorage::default(), TestEntropy(40));
-    let Ok(Response::Status(st)) = call(&mut e, Request::Status) else { panic!() };
+    let Ok(Response::Status(st)) = call(&mut e, Request::Status) else {
+        panic!()
+    };
     assert!(!st.initialised);
-    for req in [Request::Rotate, Request::Pubkey, Request::Retire(RetireRequest { below: 1 })] {
+    for req in [
+        Request::Rotate,
+        Request::Pubkey,
+        Request::Retire(RetireRequest { below: 1 }),
+    ] {
         assert_eq!(call(&mut e, req), Err(Status::NotInitialised));
     }
-    let seal_req = Request::Seal(SealRequest { namespace: ns("ha/core"), plaintext: (&b"x"[..]).try_into().unwrap() });
+    let seal_req = Request::Seal(SealRequest {
+        namespace: ns("ha/core"),
+        plaintext: (&b"x"[..]).try_into().unwrap(),
+    });
     assert_eq!(call(&mut e, seal_req), Err(Status::NotInitialised));
     assert!(call(&mut e, Request::Init).is_ok());
     let blob = seal(&mut e, "ha/core", b"keep");
     let before = e.storage_mut().record.clone();
-    assert_eq!(call(&mut e, Request::Init), Ok(Response::Init(InitResponse { created: false, epoch: 1 })));
-    assert_eq!(e.storage_mut().record, before, "init on an initialised device changed the state");
+    assert_eq!(
+        call(&mut e, Request::Init),
+        Ok(Response::Init(InitResponse {
+            created: false,
+            epoch: 1
+        }))
+    );
+    assert_eq!(
+        e.storage_mut().record,
+        before,
+        "init on an initialised device changed the state"
+    );
     assert_eq!(unseal(&mut e, &blob).unwrap(), b"keep");
 }
 
@@ -438,13 +574,23 @@ fn a_failed_store_changes_nothing() {
     let blob = seal(&mut e, "ha/core", b"v");
     e.storage_mut().fail_next_store = true;
     assert_eq!(call(&mut e, Request::Rotate), Err(Status::StorageFailure));
-    let Ok(Response::Status(st)) = call(&mut e, Request::Status) else { panic!() };
+    let Ok(Response::Status(st)) = call(&mut e, Request::Status) else {
+        panic!()
+    };
     assert_eq!((st.epoch, st.min_epoch), (1, 1));
     assert_eq!(unseal(&mut e, &blob).unwrap(), b"v");
 
-    let mut fresh = Engine::new(MemStorage { fail_next_store: true, ..Default::default() }, TestEntropy(51));
+    let mut fresh = Engine::new(
+        MemStorage {
+            fail_next_store: true,
+            ..Default::default()
+        },
+        TestEntropy(51),
+    );
     assert_eq!(call(&mut fresh, Request::Init), Err(Status::StorageFailure));
-    let Ok(Response::Status(st)) = call(&mut fresh, Request::Status) else { panic!() };
+    let Ok(Response::Status(st)) = call(&mut fresh, Request::Status) else {
+        panic!()
+    };
     assert!(!st.initialised);
 }
 
@@ -464,9 +610,15 @@ fn corrupt_storage_is_reported_not_trusted() {
 #[test]
 fn seal_input_validation() {
     let mut e = engine(70);
-    let bad_ns = Request::Seal(SealRequest { namespace: ns("Bad NS"), plaintext: (&b"x"[..]).try_into().unwrap() });
+    let bad_ns = Request::Seal(SealRequest {
+        namespace: ns("Bad NS"),
+        plaintext: (&b"x"[..]).try_into().unwrap(),
+    });
     assert_eq!(call(&mut e, bad_ns), Err(Status::InvalidNamespace));
-    let empty = Request::Seal(SealRequest { namespace: ns("ha/core"), plaintext: Secret::new() });
+    let empty = Request::Seal(SealRequest {
+        namespace: ns("ha/core"),
+        plaintext: Secret::new(),
+    });
     assert_eq!(call(&mut e, empty), Err(Status::InvalidArgument));
     let max = [7u8; proto::MAX_SECRET_LEN];
     let blob = seal(&mut e, "ha/core", &max);
@@ -478,19 +630,41 @@ fn seal_input_validation() {
 fn attestation_round_trip_and_failures() {
     let mut e = engine(80);
     let pk = device_pubkey(&mut e);
-    let req = Request::Attest(AttestRequest { challenge: (&b"abc"[..]).try_into().unwrap() });
-    let Ok(Response::Attest(a)) = call(&mut e, req) else { panic!() };
+    let req = Request::Attest(AttestRequest {
+        challenge: (&b"abc"[..]).try_into().unwrap(),
+    });
+    let Ok(Response::Attest(a)) = call(&mut e, req) else {
+        panic!()
+    };
     let claims = attest::verify(&pk, b"abc", &a.evidence).unwrap();
-    assert_eq!(claims, attest::Claims { engine_version: ENGINE_VERSION, epoch: 1, min_epoch: 1 });
-    assert_eq!(attest::verify(&pk, b"abd", &a.evidence), Err(attest::AttestError::ChallengeMismatch));
+    assert_eq!(
+        claims,
+        attest::Claims {
+            engine_version: ENGINE_VERSION,
+            epoch: 1,
+            min_epoch: 1
+        }
+    );
+    assert_eq!(
+        attest::verify(&pk, b"abd", &a.evidence),
+        Err(attest::AttestError::ChallengeMismatch)
+    );
     let other = device_pubkey(&mut engine(81));
-    assert_eq!(attest::verify(&other, b"abc", &a.evidence), Err(attest::AttestError::BadSignature));
+    assert_eq!(
+        attest::verify(&other, b"abc", &a.evidence),
+        Err(attest::AttestError::BadSignature)
+    );
     for i in 0..a.evidence.len() {
         let mut t = a.evidence.clone();
         t[i] ^= 1;
-        assert!(attest::verify(&pk, b"abc", &t).is_err(), "evidence byte {i}");
+        assert!(
+            attest::verify(&pk, b"abc", &t).is_err(),
+            "evidence byte {i}"
+        );
     }
-    let empty = Request::Attest(AttestRequest { challenge: heapless::Vec::new() });
+    let empty = Request::Attest(AttestRequest {
+        challenge: heapless::Vec::new(),
+    });
     assert_eq!(call(&mut e, empty), Err(Status::InvalidArgument));
 }
 
@@ -515,7 +689,10 @@ fn garbage_requests_get_error_responses() {
     }
     let big = std::vec![0u8; proto::MAX_MESSAGE_LEN + 1];
     let n = e.handle(&big, &mut out);
-    assert_eq!(u16::from_le_bytes([out[8], out[9]]), Status::BadMessage as u16);
+    assert_eq!(
+        u16::from_le_bytes([out[8], out[9]]),
+        Status::BadMessage as u16
+    );
     assert_eq!(n, proto::RESPONSE_HEADER_LEN);
 }
 
@@ -534,7 +711,10 @@ fn reference(args: &[&str]) -> std::string::String {
         "reference implementation failed: {}",
         std::string::String::from_utf8_lossy(&out.stderr)
     );
-    std::string::String::from_utf8(out.stdout).unwrap().trim().into()
+    std::string::String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .into()
 }
 
 #[test]
@@ -542,23 +722,50 @@ fn an_independent_implementation_reads_and_writes_the_formats() {
     let dev = SecretKey::from_slice(&h(DEVICE_SK)).unwrap();
     let dev_pub = hex::encode(crypto::sec1_uncompressed(&dev.public_key()));
     let b = blob::seal_device(&ROOT, 3, "ha/core", b"hunter2", &SALT).unwrap();
-    assert_eq!(reference(&["open-device", &hex::encode(ROOT), &hex::encode(&b)]), hex::encode(b"hunter2"));
+    assert_eq!(
+        reference(&["open-device", &hex::encode(ROOT), &hex::encode(&b)]),
+        hex::encode(b"hunter2")
+    );
 
     let eph = SecretKey::from_slice(&h(EPHEMERAL_SK)).unwrap();
-    let b = blob::seal_to_device_with(&dev.public_key(), "addon/mqtt", b"mqtt-password", &eph, &SALT).unwrap();
-    assert_eq!(reference(&["open-to-device", DEVICE_SK, &hex::encode(&b)]), hex::encode(b"mqtt-password"));
+    let b = blob::seal_to_device_with(
+        &dev.public_key(),
+        "addon/mqtt",
+        b"mqtt-password",
+        &eph,
+        &SALT,
+    )
+    .unwrap();
+    assert_eq!(
+        reference(&["open-to-device", DEVICE_SK, &hex::encode(&b)]),
+        hex::encode(b"mqtt-password")
+    );
 
     // Python seals to our device key; the engine opens it.
-    let sealed = h(&reference(&["seal-to-device", &dev_pub, "ha/core", &hex::encode(b"from python")]));
+    let sealed = h(&reference(&[
+        "seal-to-device",
+        &dev_pub,
+        "ha/core",
+        &hex::encode(b"from python"),
+    ]));
     let p = blob::parse(&sealed).unwrap();
     let mut out = Secret::new();
     blob::open_to_device(&dev, &p, &mut out).unwrap();
     assert_eq!(&out[..], b"from python");
 
-    let claims = attest::Claims { engine_version: ENGINE_VERSION, epoch: 2, min_epoch: 1 };
+    let claims = attest::Claims {
+        engine_version: ENGINE_VERSION,
+        epoch: 2,
+        min_epoch: 1,
+    };
     let ev = attest::sign(&dev, b"nonce-123", &claims).unwrap();
     assert_eq!(
-        reference(&["verify-evidence", &dev_pub, &hex::encode(b"nonce-123"), &hex::encode(&ev)]),
+        reference(&[
+            "verify-evidence",
+            &dev_pub,
+            &hex::encode(b"nonce-123"),
+            &hex::encode(&ev)
+        ]),
         std::format!("{ENGINE_VERSION} 2 1")
     );
 }

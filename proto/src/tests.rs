@@ -27,28 +27,70 @@ fn sample_requests() -> StdVec<Request> {
         Request::Rotate,
         Request::Retire(RetireRequest { below: 300 }),
         Request::BootDone,
-        Request::Seal(SealRequest { namespace: "ha/core".try_into().unwrap(), plaintext: (&b"pw"[..]).try_into().unwrap() }),
-        Request::Unseal(UnsealRequest { blob: (&[1u8, 2, 3][..]).try_into().unwrap(), namespace: None }),
-        Request::Unseal(UnsealRequest { blob: (&[9u8][..]).try_into().unwrap(), namespace: Some("addon/x".try_into().unwrap()) }),
-        Request::Rewrap(RewrapRequest { blob: (&[4u8, 5][..]).try_into().unwrap() }),
+        Request::Seal(SealRequest {
+            namespace: "ha/core".try_into().unwrap(),
+            plaintext: (&b"pw"[..]).try_into().unwrap()
+        }),
+        Request::Unseal(UnsealRequest {
+            blob: (&[1u8, 2, 3][..]).try_into().unwrap(),
+            namespace: None
+        }),
+        Request::Unseal(UnsealRequest {
+            blob: (&[9u8][..]).try_into().unwrap(),
+            namespace: Some("addon/x".try_into().unwrap())
+        }),
+        Request::Rewrap(RewrapRequest {
+            blob: (&[4u8, 5][..]).try_into().unwrap()
+        }),
         Request::Pubkey,
-        Request::Attest(AttestRequest { challenge: (&[0xaa, 0xbb][..]).try_into().unwrap() }),
+        Request::Attest(AttestRequest {
+            challenge: (&[0xaa, 0xbb][..]).try_into().unwrap()
+        }),
     ]
 }
 
 fn sample_responses() -> StdVec<Response> {
     std::vec![
-        Response::Ping(PingResponse { protocol_version: 1, engine_version: 0x10000 }),
-        Response::Status(StatusResponse { engine_version: 0x10000, initialised: true, epoch: 2, min_epoch: 1, boot_locked: false }),
-        Response::Init(InitResponse { created: true, epoch: 1 }),
-        Response::Rotate(EpochResponse { epoch: 2, min_epoch: 1 }),
-        Response::Retire(EpochResponse { epoch: 2, min_epoch: 2 }),
+        Response::Ping(PingResponse {
+            protocol_version: 1,
+            engine_version: 0x10000
+        }),
+        Response::Status(StatusResponse {
+            engine_version: 0x10000,
+            initialised: true,
+            epoch: 2,
+            min_epoch: 1,
+            boot_locked: false
+        }),
+        Response::Init(InitResponse {
+            created: true,
+            epoch: 1
+        }),
+        Response::Rotate(EpochResponse {
+            epoch: 2,
+            min_epoch: 1
+        }),
+        Response::Retire(EpochResponse {
+            epoch: 2,
+            min_epoch: 2
+        }),
         Response::BootDone,
-        Response::Seal(BlobResponse { blob: (&[1u8, 2][..]).try_into().unwrap() }),
-        Response::Unseal(UnsealResponse { namespace: "ha/core".try_into().unwrap(), plaintext: (&b"pw"[..]).try_into().unwrap() }),
-        Response::Rewrap(BlobResponse { blob: (&[3u8][..]).try_into().unwrap() }),
-        Response::Pubkey(PubkeyResponse { sec1: (&[4u8; 65][..]).try_into().unwrap() }),
-        Response::Attest(AttestResponse { evidence: (&[5u8; 3][..]).try_into().unwrap() }),
+        Response::Seal(BlobResponse {
+            blob: (&[1u8, 2][..]).try_into().unwrap()
+        }),
+        Response::Unseal(UnsealResponse {
+            namespace: "ha/core".try_into().unwrap(),
+            plaintext: (&b"pw"[..]).try_into().unwrap()
+        }),
+        Response::Rewrap(BlobResponse {
+            blob: (&[3u8][..]).try_into().unwrap()
+        }),
+        Response::Pubkey(PubkeyResponse {
+            sec1: (&[4u8; 65][..]).try_into().unwrap()
+        }),
+        Response::Attest(AttestResponse {
+            evidence: (&[5u8; 3][..]).try_into().unwrap()
+        }),
     ]
 }
 
@@ -100,7 +142,10 @@ fn round_trips() {
 
 #[test]
 fn strict_request_decoding() {
-    let good = enc_req(&Request::Seal(SealRequest { namespace: "ha/core".try_into().unwrap(), plaintext: (&b"pw"[..]).try_into().unwrap() }));
+    let good = enc_req(&Request::Seal(SealRequest {
+        namespace: "ha/core".try_into().unwrap(),
+        plaintext: (&b"pw"[..]).try_into().unwrap(),
+    }));
     // Every truncation fails.
     for len in 0..good.len() {
         assert!(decode_request(&good[..len]).is_err(), "truncated to {len}");
@@ -121,11 +166,20 @@ fn strict_request_decoding() {
     t[6] = 0x77;
     assert_eq!(decode_request(&t), Err(WireError::UnknownOpcode(0x0277)));
     // Body-less opcodes take no body.
-    assert_eq!(decode_request(b"HKRQ\x01\x00\x01\x00\x00"), Err(WireError::TrailingBytes));
+    assert_eq!(
+        decode_request(b"HKRQ\x01\x00\x01\x00\x00"),
+        Err(WireError::TrailingBytes)
+    );
     // A response is not a request.
-    assert_eq!(decode_request(&enc_resp(&Response::BootDone)), Err(WireError::BadMagic));
+    assert_eq!(
+        decode_request(&enc_resp(&Response::BootDone)),
+        Err(WireError::BadMagic)
+    );
     // Over-long messages are refused before parsing.
-    assert_eq!(decode_request(&[0u8; MAX_MESSAGE_LEN + 1]), Err(WireError::TooLong));
+    assert_eq!(
+        decode_request(&[0u8; MAX_MESSAGE_LEN + 1]),
+        Err(WireError::TooLong)
+    );
 }
 
 #[test]
@@ -151,20 +205,35 @@ fn fields_over_their_bound_are_refused() {
 
 #[test]
 fn strict_response_decoding() {
-    let good = enc_resp(&Response::Init(InitResponse { created: true, epoch: 1 }));
-    assert_eq!(decode_response(&good, Opcode::Rotate), Err(WireError::OpcodeMismatch));
+    let good = enc_resp(&Response::Init(InitResponse {
+        created: true,
+        epoch: 1,
+    }));
+    assert_eq!(
+        decode_response(&good, Opcode::Rotate),
+        Err(WireError::OpcodeMismatch)
+    );
     let mut t = good.clone();
     t[8] = 200;
-    assert_eq!(decode_response(&t, Opcode::Init), Err(WireError::UnknownStatus(200)));
+    assert_eq!(
+        decode_response(&t, Opcode::Init),
+        Err(WireError::UnknownStatus(200))
+    );
     let mut t = good.clone();
     t.push(1);
-    assert_eq!(decode_response(&t, Opcode::Init), Err(WireError::TrailingBytes));
+    assert_eq!(
+        decode_response(&t, Opcode::Init),
+        Err(WireError::TrailingBytes)
+    );
     // An error status with a body is malformed.
     let mut buf = [0u8; 16];
     let n = encode_error(Opcode::Init as u16, Status::Internal, &mut buf).unwrap();
     let mut t = buf[..n].to_vec();
     t.push(0);
-    assert_eq!(decode_response(&t, Opcode::Init), Err(WireError::TrailingBytes));
+    assert_eq!(
+        decode_response(&t, Opcode::Init),
+        Err(WireError::TrailingBytes)
+    );
 }
 
 #[test]

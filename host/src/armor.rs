@@ -1,0 +1,143 @@
+//! Text forms that travel through YAML files, shells and forums.
+//!
+//! - a sealed blob: `hakeys:v1:` followed by standard base64 (with padding)
+//!   of the binary blob, on one line;
+//! - attestation evidence: `hakeys-evidence:v1:` + base64;
+//! - the device public key: a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use hakeys_proto::{MAX_BLOB_LEN, MAX_EVIDENCE_LEN};
+use p256::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
+use p256::PublicKey;
+
+/// Prefix of a blob's text form.
+pub const BLOB_PREFIX: &str = "hakeys:v1:";
+/// Prefix of evidence's text form.
+pub const EVIDENCE_PREFIX: &str = "hakeys-evidence:v1:";
+
+/// Why a text form was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArmorError {
+    /// Does not start with the expected prefix.
+    NoPrefix(&'static str),
+    /// The base64 part does not decode.
+    BadBase64,
+    /// More bytes than any valid object of this kind.
+    TooLong,
+    /// Not a PEM P-256 public key.
+    BadPublicKey,
+}
+
+impl std::fmt::Display for ArmorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArmorError::NoPrefix(p) => {
+                write!(f, "not a hakeys object: expected text starting with `{p}`")
+            }
+            ArmorError::BadBase64 => f.write_str("the base64 text is damaged"),
+            ArmorError::TooLong => f.write_str("input is longer than any valid object"),
+            ArmorError::BadPublicKey => f.write_str("not a PEM-encoded P-256 public key"),
+        }
+    }
+}
+
+fn encode(prefix: &str, bytes: &[u8]) -> String {
+    format!("{prefix}{}", STANDARD.encode(bytes))
+}
+
+fn decode(prefix: &'static str, input: &[u8], max: usize) -> Result<Vec<u8>, ArmorError> {
+    // Accept surrounding whitespace (a trailing newline from `echo`, YAML
+    // indentation) and nothing else.
+    let text = std::str::from_utf8(input)
+        .map_err(|_| ArmorError::NoPrefix(prefix))?
+        .trim();
+    let b64 = text
+        .strip_prefix(prefix)
+        .ok_or(ArmorError::NoPrefix(prefix))?;
+    if b64.len() > (max / 3 + 1) * 4 {
+        return Err(ArmorError::TooLong);
+    }
+    STANDARD.decode(b64).map_err(|_| ArmorError::BadBase64)
+}
+
+/// A blob's one-line text form (no newline).
+pub fn blob_to_text(blob: &[u8]) -> String {
+    encode(BLOB_PREFIX, blob)
+}
+
+/// A blob from its text form. The binary form (starting with the blob
+/// magic) is accepted as well.
+pub fn blob_from_input(input: &[u8]) -> Result<Vec<u8>, ArmorError> {
+    if input.starts_with(&hakeys_engine::blob::BLOB_MAGIC) {
+        if input.len() > MAX_BLOB_LEN {
+            return Err(ArmorError::TooLong);
+        }
+        return Ok(input.to_vec());
+    }
+    decode(BLOB_PREFIX, input, MAX_BLOB_LEN)
+}
+
+/// Evidence's one-line text form.
+pub fn evidence_to_text(ev: &[u8]) -> String {
+    encode(EVIDENCE_PREFIX, ev)
+}
+
+/// Evidence from its text form.
+pub fn evidence_from_input(input: &[u8]) -> Result<Vec<u8>, ArmorError> {
+    decode(EVIDENCE_PREFIX, input, MAX_EVIDENCE_LEN)
+}
+
+/// The device key as PEM SubjectPublicKeyInfo.
+pub fn pubkey_to_pem(sec1: &[u8]) -> Result<String, ArmorError> {
+    let pk = PublicKey::from_sec1_bytes(sec1).map_err(|_| ArmorError::BadPublicKey)?;
+    pk.to_public_key_pem(LineEnding::LF)
+        .map_err(|_| ArmorError::BadPublicKey)
+}
+
+/// A device key from PEM SubjectPublicKeyInfo.
+pub fn pubkey_from_pem(pem: &str) -> Result<PublicKey, ArmorError> {
+    PublicKey::from_public_key_pem(pem.trim()).map_err(|_| ArmorError::BadPublicKey)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_text_round_trip_and_refusals() {
+        let blob = b"HKSB\x01\x01rest";
+        let t = blob_to_text(blob);
+        assert!(t.starts_with("hakeys:v1:") && !t.contains('\n'));
+        assert_eq!(blob_from_input(t.as_bytes()).unwrap(), blob);
+        assert_eq!(
+            blob_from_input(format!("  {t}\n").as_bytes()).unwrap(),
+            blob
+        );
+        assert_eq!(blob_from_input(blob).unwrap(), blob);
+        assert_eq!(
+            blob_from_input(b"hello"),
+            Err(ArmorError::NoPrefix(BLOB_PREFIX))
+        );
+        assert_eq!(
+            blob_from_input(b"hakeys:v1:@@@"),
+            Err(ArmorError::BadBase64)
+        );
+        let huge = format!("hakeys:v1:{}", "A".repeat(10_000));
+        assert_eq!(blob_from_input(huge.as_bytes()), Err(ArmorError::TooLong));
+        assert_eq!(
+            blob_from_input(&[0xff, 0xfe]),
+            Err(ArmorError::NoPrefix(BLOB_PREFIX))
+        );
+    }
+
+    #[test]
+    fn pem_round_trip() {
+        let sk = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+        let sec1 = hakeys_engine::crypto::sec1_uncompressed(&sk.public_key());
+        let pem = pubkey_to_pem(&sec1).unwrap();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+        assert_eq!(pubkey_from_pem(&pem).unwrap(), sk.public_key());
+        assert_eq!(pubkey_from_pem("junk"), Err(ArmorError::BadPublicKey));
+    }
+}

@@ -1,0 +1,281 @@
+//! The simulator backend: the key engine in-process, its state on an
+//! `rpmb-sim` device image in a state directory.
+//!
+//! ```text
+//! STATE_DIR/            (mode 0700)
+//!   rpmb.img            the simulated eMMC RPMB partition (rpmb-sim image)
+//!   huk                 32 bytes: the simulated SoC's hardware unique key
+//!   boot-done           the boot id of the boot whose boot phase has ended
+//! ```
+//!
+//! Every request goes through the same encoded messages the TA receives.
+//! The boot-phase lock lives in the engine's memory; since each `teectl`
+//! call is a new process here, the simulator carries it across calls in
+//! `boot-done`, tied to the kernel's boot id, so it lasts exactly until the
+//! next boot.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hakeys_engine::{Engine, Entropy, EntropyError};
+use hakeys_proto::{self as proto, Opcode, Status};
+use rpmb_sim::{CreateOptions, RpmbDevice};
+use zeroize::Zeroizing;
+
+use crate::client::{Transport, TransportError};
+use crate::sim_storage::{RpmbStateStorage, SimStorageError};
+
+/// The RPMB image's file name inside the state directory.
+pub const IMAGE_FILE: &str = "rpmb.img";
+/// The simulated hardware unique key's file name.
+pub const HUK_FILE: &str = "huk";
+/// The boot-phase marker's file name.
+pub const BOOT_MARKER_FILE: &str = "boot-done";
+/// Environment variable naming the state directory.
+pub const STATE_DIR_ENV: &str = "TEECTL_STATE_DIR";
+/// Test hook: overrides the kernel's boot id (simulates a reboot).
+pub const BOOT_ID_ENV: &str = "HAKEYS_SIM_BOOT_ID";
+/// How long to wait for another process holding the image.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Entropy from the operating system.
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&mut self, out: &mut [u8]) -> Result<(), EntropyError> {
+        getrandom::fill(out).map_err(|_| EntropyError)
+    }
+}
+
+/// Why the simulator could not start.
+#[derive(Debug)]
+pub struct SimError(pub String);
+
+impl std::fmt::Display for SimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The state directory to use when none is given: `$TEECTL_STATE_DIR`, else
+/// `/var/lib/hakeys-sim` for root, else `$XDG_STATE_HOME/hakeys-sim` (or
+/// `~/.local/state/hakeys-sim`).
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os(STATE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if is_root() {
+        return PathBuf::from("/var/lib/hakeys-sim");
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(x).join("hakeys-sim");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/state/hakeys-sim")
+}
+
+fn is_root() -> bool {
+    // /proc/self/status is readable without unsafe code.
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The current boot's id.
+pub fn boot_id() -> Result<String, SimError> {
+    if let Ok(id) = std::env::var(BOOT_ID_ENV) {
+        return Ok(id);
+    }
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .map_err(|e| SimError(format!("cannot read the boot id: {e}")))
+}
+
+/// The simulator backend.
+pub struct SimBackend {
+    engine: Engine<RpmbStateStorage, OsEntropy>,
+    dir: PathBuf,
+    boot_id: String,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> SimError {
+    SimError(format!("{what} {}: {e}", path.display()))
+}
+
+/// Write `bytes` to `path` only if it does not exist yet, atomically (a
+/// temporary file hard-linked into place), mode 0600.
+fn create_exclusive(path: &Path, bytes: &[u8]) -> Result<bool, SimError> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io_err("cannot create", &tmp, e))?;
+    let written = f.write_all(bytes).and_then(|_| f.sync_all());
+    let linked = written.and_then(|_| fs::hard_link(&tmp, path));
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_dir(path);
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io_err("cannot create", path, e)),
+    }
+}
+
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+fn read_huk(path: &Path) -> Result<Zeroizing<[u8; 32]>, SimError> {
+    let mut f = File::open(path).map_err(|e| io_err("cannot read", path, e))?;
+    let mut huk = Zeroizing::new([0u8; 32]);
+    let mut rest = Vec::new();
+    f.read_exact(huk.as_mut())
+        .and_then(|_| f.read_to_end(&mut rest))
+        .map_err(|e| io_err("cannot read", path, e))?;
+    if !rest.is_empty() {
+        return Err(SimError(format!("{} is not a 32-byte key", path.display())));
+    }
+    Ok(huk)
+}
+
+impl SimBackend {
+    /// Open (creating on first use) the simulator state in `dir`.
+    pub fn open(dir: &Path) -> Result<SimBackend, SimError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io_err("cannot create the state directory", dir, e))?;
+        let meta =
+            fs::metadata(dir).map_err(|e| io_err("cannot use the state directory", dir, e))?;
+        if !meta.is_dir() {
+            return Err(SimError(format!("{} is not a directory", dir.display())));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(SimError(format!(
+                "the state directory {} is accessible to other users (mode {:o}); chmod 700 it",
+                dir.display(),
+                meta.permissions().mode() & 0o777
+            )));
+        }
+        let image = dir.join(IMAGE_FILE);
+        let huk_path = dir.join(HUK_FILE);
+        if !huk_path.exists() {
+            if image.exists() {
+                return Err(SimError(format!(
+                    "{} exists but its hardware key {} is missing; the device cannot be used",
+                    image.display(),
+                    huk_path.display()
+                )));
+            }
+            let mut fresh = Zeroizing::new([0u8; 32]);
+            getrandom::fill(fresh.as_mut())
+                .map_err(|e| SimError(format!("no OS randomness: {e}")))?;
+            create_exclusive(&huk_path, fresh.as_ref())?;
+        }
+        let huk = read_huk(&huk_path)?;
+        match RpmbDevice::create(&image, &CreateOptions::default()) {
+            Ok(()) | Err(rpmb_sim::Error::AlreadyExists(_)) => {}
+            Err(e) => return Err(SimError(format!("cannot create the RPMB image: {e}"))),
+        }
+        let device = open_waiting(&image)?;
+        let mut engine = Engine::new(RpmbStateStorage::new(device, &huk), OsEntropy);
+        let boot_id = boot_id()?;
+        if fs::read_to_string(dir.join(BOOT_MARKER_FILE))
+            .map(|s| s.trim() == boot_id)
+            .unwrap_or(false)
+        {
+            engine.lock_boot_namespaces();
+        }
+        Ok(SimBackend {
+            engine,
+            dir: dir.to_path_buf(),
+            boot_id,
+        })
+    }
+
+    /// Frames written to the RPMB device by this backend so far.
+    pub fn rpmb_frames_written(&mut self) -> u64 {
+        self.engine.storage_mut().frames_written
+    }
+
+    /// The detailed reason of the last storage failure, if any.
+    pub fn storage_detail(&mut self) -> Option<String> {
+        self.engine
+            .storage_mut()
+            .last_error
+            .as_ref()
+            .map(|e| match e {
+                SimStorageError::Io(m) => m.clone(),
+                SimStorageError::Corrupt(m) => (*m).to_string(),
+            })
+    }
+
+    fn record_boot_done(&self) -> Result<(), SimError> {
+        let path = self.dir.join(BOOT_MARKER_FILE);
+        let tmp = self
+            .dir
+            .join(format!("{BOOT_MARKER_FILE}.tmp.{}", std::process::id()));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io_err("cannot write", &tmp, e))?;
+        f.write_all(self.boot_id.as_bytes())
+            .and_then(|_| f.sync_all())
+            .and_then(|_| fs::rename(&tmp, &path))
+            .map_err(|e| io_err("cannot write", &path, e))?;
+        sync_dir(&path);
+        Ok(())
+    }
+}
+
+fn open_waiting(image: &Path) -> Result<RpmbDevice, SimError> {
+    let start = Instant::now();
+    loop {
+        match RpmbDevice::open(image) {
+            Ok(d) => return Ok(d),
+            Err(rpmb_sim::Error::Locked(_)) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(SimError(format!("cannot open the RPMB image: {e}"))),
+        }
+    }
+}
+
+impl Transport for SimBackend {
+    fn call(&mut self, request: &[u8], response: &mut [u8]) -> Result<usize, TransportError> {
+        let n = self.engine.handle(request, response);
+        // The simulator persists the boot-phase lock across processes.
+        let is_boot_done = proto::peek_request_opcode(request) == Some(Opcode::BootDone);
+        let ok = response
+            .get(8..10)
+            .map(|s| u16::from_le_bytes([s[0], s[1]]))
+            == Some(Status::Ok as u16);
+        if is_boot_done && ok {
+            self.record_boot_done().map_err(|e| TransportError {
+                message: e.0,
+                retryable: false,
+            })?;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,354 @@
+//! `cargo xtask <task>`: the project's entry points beyond `cargo build`.
+//!
+//! - `demo`    the main job on the simulator: a walkthrough of teectl;
+//! - `test`    every test: format, lints, unit/integration/e2e tests, fuzz smoke;
+//! - `deps`    install what the tests need (apt packages, cargo-fuzz);
+//! - `fuzz`    run each fuzz target for a short time (`--seconds N`, default 20);
+//! - `bench`   run the benchmarks and write docs/BENCHMARKS.md.
+//!
+//! Everything it installs or builds beyond `target/` goes under `.cache/`
+//! (override with `HAKEYS_CACHE`), so a second run is fast.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| ".".into())
+}
+
+fn cache() -> PathBuf {
+    env::var_os("HAKEYS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache"))
+}
+
+fn cargo() -> String {
+    env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Run a command, echoing it; fail with its exit status.
+fn run(cmd: &mut Command) -> Result {
+    eprintln!("+ {}", describe(cmd));
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", describe(cmd)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({status})", describe(cmd)))
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn apt_install(packages: &[&str]) -> Result {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !succeeds(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "missing Debian packages {missing:?}; run `sudo apt-get install {}`",
+            missing.join(" ")
+        ));
+    }
+    run(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The python3 used by the reference-implementation tests: one that has
+/// the `cryptography` module. Exported to the tests as HAKEYS_PYTHON.
+fn python_with_cryptography() -> Result<String> {
+    for py in ["python3", "/usr/bin/python3"] {
+        if succeeds(Command::new(py).args(["-c", "import cryptography"])) {
+            return Ok(py.into());
+        }
+    }
+    apt_install(&["python3", "python3-cryptography"])?;
+    Ok("/usr/bin/python3".into())
+}
+
+fn cargo_fuzz() -> Result<PathBuf> {
+    let tools = cache().join("tools");
+    let bin = tools.join("bin/cargo-fuzz");
+    if !bin.exists() {
+        run(Command::new(cargo())
+            .args(["install", "cargo-fuzz", "--locked", "--root"])
+            .arg(&tools))?;
+    }
+    Ok(bin)
+}
+
+fn deps() -> Result<String> {
+    let py = python_with_cryptography()?;
+    cargo_fuzz()?;
+    Ok(py)
+}
+
+const FUZZ_TARGETS: &[&str] = &["wire_request", "blob_parse", "engine_handle", "rpmb_frames"];
+
+fn fuzz(seconds: u32) -> Result {
+    let bin = cargo_fuzz()?;
+    let dir = root().join("fuzz");
+    for t in FUZZ_TARGETS {
+        let corpus = cache().join("fuzz-corpus").join(t);
+        std::fs::create_dir_all(&corpus)
+            .map_err(|e| format!("cannot create {}: {e}", corpus.display()))?;
+        run(Command::new(&bin)
+            .current_dir(&dir)
+            .args(["run", "--sanitizer", "none", t])
+            .arg(&corpus)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-rss_limit_mb=2048")
+            .env("CARGO_TARGET_DIR", cache().join("fuzz-target")))?;
+    }
+    Ok(())
+}
+
+fn test() -> Result {
+    let started = Instant::now();
+    let py = deps()?;
+    let mut steps: Vec<(&str, Result)> = Vec::new();
+    let root = root();
+    let mut step = |name: &'static str, cmd: &mut Command| -> bool {
+        let r = run(cmd.current_dir(&root));
+        let ok = r.is_ok();
+        steps.push((name, r));
+        ok
+    };
+    let ok = step(
+        "cargo fmt --check",
+        Command::new(cargo()).args(["fmt", "--all", "--", "--check"]),
+    ) && step(
+        "cargo clippy",
+        Command::new(cargo()).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    ) && step(
+        "cargo test",
+        Command::new(cargo())
+            .args(["test", "--workspace"])
+            .env("HAKEYS_PYTHON", &py),
+    ) && step(
+        "fuzz smoke",
+        Command::new(cargo()).args(["xtask", "fuzz", "--seconds", "15"]),
+    );
+    let failed = steps.iter().filter(|(_, r)| r.is_err()).count();
+    eprintln!(
+        "\nxtask test summary ({:.0} s):",
+        started.elapsed().as_secs_f64()
+    );
+    for (name, r) in &steps {
+        eprintln!("  {:<20} {}", name, if r.is_ok() { "ok" } else { "FAILED" });
+    }
+    println!("{} passed, {} failed", steps.len() - failed, failed);
+    if ok {
+        Ok(())
+    } else {
+        Err("some steps failed".into())
+    }
+}
+
+fn teectl_bin() -> Result<PathBuf> {
+    run(Command::new(cargo()).current_dir(root()).args([
+        "build",
+        "--release",
+        "-p",
+        "hakeys-host",
+        "--bin",
+        "teectl",
+    ]))?;
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    Ok(target.join("release/teectl"))
+}
+
+/// Run teectl with `stdin`, show it, return stdout.
+fn demo_step(
+    teectl: &Path,
+    state: &Path,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    show: &str,
+) -> Result<Vec<u8>> {
+    use std::io::Write;
+    println!("\n$ {show}");
+    let mut child = Command::new(teectl)
+        .args(["--backend", "sim", "--state-dir"])
+        .arg(state)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run teectl: {e}"))?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(stdin.unwrap_or_default())
+            .map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        return Err(format!("teectl {} failed ({})", args.join(" "), out.status));
+    }
+    Ok(out.stdout)
+}
+
+fn demo(state: Option<PathBuf>) -> Result {
+    let teectl = teectl_bin()?;
+    let state = state.unwrap_or_else(|| cache().join("demo-state"));
+    let _ = std::fs::remove_dir_all(&state);
+    let work = cache().join("demo-files");
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    println!(
+        "hakeys walkthrough on the simulator backend (state in {})",
+        state.display()
+    );
+    demo_step(&teectl, &state, &["init"], None, "teectl init")?;
+    demo_step(&teectl, &state, &["status"], None, "teectl status")?;
+    let blob = demo_step(
+        &teectl,
+        &state,
+        &["seal", "--namespace", "ha/core"],
+        Some(b"my-mqtt-password"),
+        "printf my-mqtt-password | teectl seal --namespace ha/core > mqtt.blob",
+    )?;
+    let pt = demo_step(
+        &teectl,
+        &state,
+        &["unseal"],
+        Some(&blob),
+        "teectl unseal < mqtt.blob",
+    )?;
+    println!();
+    if pt != b"my-mqtt-password" {
+        return Err("unseal did not return the sealed secret".into());
+    }
+    let pem = demo_step(
+        &teectl,
+        &state,
+        &["pubkey"],
+        None,
+        "teectl pubkey > board.pem",
+    )?;
+    let pem_path = work.join("board.pem");
+    std::fs::write(&pem_path, &pem).map_err(|e| e.to_string())?;
+    println!("\n# On a laptop, with no TEE and no state: seal to the board's public key");
+    let offline_state = cache().join("demo-laptop-unused");
+    let offline = demo_step(&teectl, &offline_state,
+        &["seal", "--namespace", "addon/mosquitto", "--to", &pem_path.to_string_lossy()],
+        Some(b"sealed-on-a-laptop"), "printf sealed-on-a-laptop | teectl seal --namespace addon/mosquitto --to board.pem > addon.blob")?;
+    if offline_state.exists() {
+        return Err("offline sealing touched a state directory".into());
+    }
+    let pt = demo_step(
+        &teectl,
+        &state,
+        &["unseal"],
+        Some(&offline),
+        "teectl unseal < addon.blob   # on the board",
+    )?;
+    println!();
+    if pt != b"sealed-on-a-laptop" {
+        return Err("the board did not open the offline blob".into());
+    }
+    let ev = demo_step(
+        &teectl,
+        &state,
+        &["attest", "--challenge", "00112233"],
+        None,
+        "teectl attest --challenge 00112233 > evidence",
+    )?;
+    demo_step(
+        &teectl,
+        &state,
+        &[
+            "verify",
+            "--pubkey",
+            &pem_path.to_string_lossy(),
+            "--challenge",
+            "00112233",
+        ],
+        Some(&ev),
+        "teectl verify --pubkey board.pem --challenge 00112233 < evidence",
+    )?;
+    println!("\nwalkthrough complete");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo(opt("--state-dir").map(PathBuf::from)),
+        Some("test") => test(),
+        Some("deps") => deps().map(|py| eprintln!("ok (python: {py})")),
+        Some("fuzz") => match opt("--seconds").unwrap_or_else(|| "20".into()).parse() {
+            Ok(s) => fuzz(s),
+            Err(_) => Err("--seconds takes a whole number".into()),
+        },
+        _ => Err(
+            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N]".into(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
