@@ -1,0 +1,52 @@
+//! The engine's dispatcher, as the TA's entry point sees it: any bytes in,
+//! always a well-formed response out, never a panic.
+#![no_main]
+
+use hakeys_engine::{Engine, Entropy, EntropyError, SecureStorage, StorageError};
+use hakeys_proto::{decode_response, Opcode, MAX_MESSAGE_LEN, RESPONSE_HEADER_LEN, RESPONSE_MAGIC};
+use libfuzzer_sys::fuzz_target;
+
+struct Mem(Option<Vec<u8>>);
+impl SecureStorage for Mem {
+    fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
+        match &self.0 {
+            None => Ok(None),
+            Some(r) => {
+                buf.get_mut(..r.len()).ok_or(StorageError::Corrupt)?.copy_from_slice(r);
+                Ok(Some(r.len()))
+            }
+        }
+    }
+    fn store(&mut self, r: &[u8]) -> Result<(), StorageError> {
+        self.0 = Some(r.to_vec());
+        Ok(())
+    }
+}
+
+struct Counter(u8);
+impl Entropy for Counter {
+    fn fill(&mut self, out: &mut [u8]) -> Result<(), EntropyError> {
+        for b in out {
+            self.0 = self.0.wrapping_mul(31).wrapping_add(17);
+            *b = self.0;
+        }
+        Ok(())
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut e = Engine::new(Mem(None), Counter(1));
+    let mut out = [0u8; MAX_MESSAGE_LEN];
+    // Initialise first so that the stateful paths are reachable.
+    let init = [b'H', b'K', b'R', b'Q', 1, 0, 0x01, 0x01];
+    e.handle(&init, &mut out);
+    // Several requests per input, split on a separator byte pattern.
+    for msg in data.split(|b| *b == 0xF7) {
+        let n = e.handle(msg, &mut out);
+        assert!(n >= RESPONSE_HEADER_LEN && n <= MAX_MESSAGE_LEN);
+        assert_eq!(out[..4], RESPONSE_MAGIC);
+        if let Some(op) = Opcode::from_u16(u16::from_le_bytes([out[6], out[7]])) {
+            decode_response(&out[..n], op).expect("the engine's responses decode");
+        }
+    }
+});
