@@ -210,9 +210,9 @@ impl SimBackend {
         })
     }
 
-    /// Frames written to the RPMB device by this backend so far.
-    pub fn rpmb_frames_written(&mut self) -> u64 {
-        self.engine.storage_mut().frames_written
+    /// RPMB traffic of this backend so far.
+    pub fn rpmb_stats(&mut self) -> crate::sim_storage::FrameStats {
+        self.engine.storage_mut().stats()
     }
 
     /// The detailed reason of the last storage failure, if any.

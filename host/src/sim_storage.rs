@@ -65,14 +65,47 @@ impl HukKeys {
     }
 }
 
+/// RPMB traffic, counted at the device interface (for the benchmark record).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameStats {
+    /// eMMC transactions (request sequence + its responses).
+    pub transactions: u64,
+    /// Frames the host sent (requests, including result-read requests).
+    pub frames_sent: u64,
+    /// Frames the device returned.
+    pub frames_received: u64,
+    /// Authenticated data-write transactions (each bumps the write counter).
+    pub authenticated_writes: u64,
+}
+
+/// The device with its traffic counted.
+struct CountingDevice {
+    device: RpmbDevice,
+    stats: FrameStats,
+}
+
+impl rpmb_sim::Transport for CountingDevice {
+    fn transact(
+        &mut self,
+        request: &[rpmb_sim::Frame],
+    ) -> Result<Vec<rpmb_sim::Frame>, rpmb_sim::Error> {
+        self.stats.transactions += 1;
+        self.stats.frames_sent += request.len() as u64;
+        if request.first().map(|f| f.req_resp()) == Some(rpmb_sim::frame::REQ_WRITE_DATA) {
+            self.stats.authenticated_writes += 1;
+        }
+        let resp = self.device.transact(request)?;
+        self.stats.frames_received += resp.len() as u64;
+        Ok(resp)
+    }
+}
+
 /// The engine's storage on an rpmb-sim device.
 pub struct RpmbStateStorage {
-    device: RpmbDevice,
+    device: CountingDevice,
     keys: HukKeys,
     /// The most recent detailed failure, for the CLI's message.
     pub last_error: Option<SimStorageError>,
-    /// RPMB frames sent to the device, for the benchmark record.
-    pub frames_written: u64,
 }
 
 fn nonce() -> Result<[u8; 16], SimStorageError> {
@@ -99,10 +132,17 @@ impl RpmbStateStorage {
         let cid = device.info().cid;
         RpmbStateStorage {
             keys: HukKeys::derive(huk, &cid),
-            device,
+            device: CountingDevice {
+                device,
+                stats: FrameStats::default(),
+            },
             last_error: None,
-            frames_written: 0,
         }
+    }
+
+    /// RPMB traffic so far.
+    pub fn stats(&self) -> FrameStats {
+        self.device.stats
     }
 
     fn record_cipher(&self) -> Aes256Gcm {
@@ -111,7 +151,7 @@ impl RpmbStateStorage {
     }
 
     fn load_inner(&mut self, buf: &mut [u8]) -> Result<Option<usize>, SimStorageError> {
-        if !self.device.info().key_programmed {
+        if !self.device.device.info().key_programmed {
             return Ok(None);
         }
         let counter = client::read_counter(&mut self.device, &self.keys.rpmb_key, &nonce()?)
@@ -172,9 +212,8 @@ impl RpmbStateStorage {
                 "state record too large for one RPMB block".into(),
             ));
         }
-        if !self.device.info().key_programmed {
+        if !self.device.device.info().key_programmed {
             client::program_key(&mut self.device, &self.keys.rpmb_key).map_err(map_client)?;
-            self.frames_written += 2;
         }
         let counter = client::read_counter(&mut self.device, &self.keys.rpmb_key, &nonce()?)
             .map_err(map_client)?;
@@ -203,7 +242,6 @@ impl RpmbStateStorage {
             &[*block],
         )
         .map_err(map_client)?;
-        self.frames_written += 2;
         Ok(())
     }
 }

@@ -127,7 +127,13 @@ fn deps() -> Result<String> {
     Ok(py)
 }
 
-const FUZZ_TARGETS: &[&str] = &["wire_request", "blob_parse", "engine_handle", "rpmb_frames"];
+const FUZZ_TARGETS: &[&str] = &[
+    "wire_request",
+    "blob_parse",
+    "engine_handle",
+    "rpmb_frames",
+    "rpmb_image",
+];
 
 fn fuzz(seconds: u32) -> Result {
     let bin = cargo_fuzz()?;
@@ -324,6 +330,79 @@ fn demo(state: Option<PathBuf>) -> Result {
     Ok(())
 }
 
+fn capture(cmd: &mut Command) -> Result<String> {
+    eprintln!("+ {}", describe(cmd));
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", describe(cmd)))?;
+    if !out.status.success() {
+        return Err(format!("`{}` failed ({})", describe(cmd), out.status));
+    }
+    String::from_utf8(out.stdout).map_err(|_| "non-UTF-8 output".into())
+}
+
+/// Run every benchmark and write docs/BENCHMARKS.md.
+fn bench() -> Result {
+    let root = root();
+    run(Command::new(cargo()).current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "hakeys-host",
+        "-p",
+        "rpmb-sim",
+        "--bins",
+        "--examples",
+    ]))?;
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("release");
+    let engine = capture(
+        Command::new(target.join("examples/bench"))
+            .arg("--teectl")
+            .arg(target.join("teectl")),
+    )?;
+    let dir = cache().join("bench-rpmb");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let rpmb = capture(
+        Command::new(target.join("rpmb-sim"))
+            .arg("bench")
+            .arg(&dir)
+            .args(["--seconds", "2"]),
+    )?;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let rustc = capture(Command::new("rustc").arg("--version")).unwrap_or_default();
+    let date = capture(Command::new("date").args(["-u", "+%Y-%m-%d"])).unwrap_or_default();
+    let doc = format!(
+        "# Benchmarks\n\nWritten by `cargo xtask bench` (release build); figures are what that run measured, \
+         never asserted by tests. Re-run it to update this file.\n\n\
+         - date: {}\n- machine: {cpu}, {cores} cores\n- toolchain: {}\n\n{engine}\n## rpmb-sim device model\n\n{rpmb}\n\
+         ## Not measured yet\n\nThe real stack under QEMU (TA round trip, `teectl unseal` through libteec, \
+         OP-TEE's PKCS#11 TA for comparison, RPMB frames through OP-TEE, signed TA size) comes with issue #4; \
+         the daemon's load test and latency comes with issue #5.\n",
+        date.trim(),
+        rustc.trim()
+    );
+    let path = root.join("docs/BENCHMARKS.md");
+    std::fs::write(&path, doc).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let opt = |name: &str| {
@@ -335,13 +414,15 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(opt("--state-dir").map(PathBuf::from)),
         Some("test") => test(),
+        Some("bench") => bench(),
         Some("deps") => deps().map(|py| eprintln!("ok (python: {py})")),
         Some("fuzz") => match opt("--seconds").unwrap_or_else(|| "20".into()).parse() {
             Ok(s) => fuzz(s),
             Err(_) => Err("--seconds takes a whole number".into()),
         },
         _ => Err(
-            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N]".into(),
+            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N] | bench"
+                .into(),
         ),
     };
     match result {
