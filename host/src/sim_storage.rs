@@ -269,3 +269,139 @@ impl SecureStorage for RpmbStateStorage {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hakeys_engine::Engine;
+    use hakeys_proto::Status;
+    use rpmb_sim::image::Layout;
+    use rpmb_sim::storage::MemStorage;
+    use rpmb_sim::CreateOptions;
+
+    use crate::client::{Client, ClientError, Transport, TransportError};
+    use crate::sim::OsEntropy;
+
+    struct InProc(Engine<RpmbStateStorage, OsEntropy>);
+    impl Transport for InProc {
+        fn call(&mut self, req: &[u8], out: &mut [u8]) -> Result<usize, TransportError> {
+            Ok(self.0.handle(req, out))
+        }
+    }
+
+    const HUK: [u8; 32] = [9; 32];
+
+    fn client_on(image: Vec<u8>, huk: &[u8; 32]) -> Client<InProc> {
+        let dev = RpmbDevice::open_storage(Box::new(MemStorage::new(image))).expect("image opens");
+        Client::new(InProc(Engine::new(
+            RpmbStateStorage::new(dev, huk),
+            OsEntropy,
+        )))
+    }
+
+    fn fresh() -> (Client<InProc>, MemStorage) {
+        let (dev, mem) = RpmbDevice::new_in_memory(&CreateOptions::default()).unwrap();
+        (
+            Client::new(InProc(Engine::new(
+                RpmbStateStorage::new(dev, &HUK),
+                OsEntropy,
+            ))),
+            mem,
+        )
+    }
+
+    fn record_offset() -> usize {
+        let o = CreateOptions::default();
+        Layout::new(o.size_mult, o.rel_wr_sec_c).block_offset(u32::from(RECORD_ADDRESS)) as usize
+    }
+
+    /// An attacker editing the image also wipes rpmb-sim's journal, which
+    /// would otherwise re-apply the last write's blocks at open.
+    fn without_journal(mut image: Vec<u8>) -> Vec<u8> {
+        let o = CreateOptions::default();
+        let l = Layout::new(o.size_mult, o.rel_wr_sec_c);
+        image[l.journal_offset as usize..(l.journal_offset + l.journal_len) as usize].fill(0);
+        image
+    }
+
+    fn corrupt(r: Result<impl std::fmt::Debug, ClientError>) {
+        assert!(
+            matches!(r, Err(ClientError::Status(Status::StorageCorrupt))),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn state_survives_reopen_and_counts_writes() {
+        let (mut c, mem) = fresh();
+        assert!(!c.status().unwrap().initialised);
+        c.init().unwrap();
+        let blob = c.seal("ha/core", b"x").unwrap();
+        c.rotate().unwrap();
+        let mut again = client_on(mem.image(), &HUK);
+        assert_eq!(again.status().unwrap().epoch, 2);
+        assert_eq!(
+            again.unseal(&blob, None).unwrap().plaintext.as_slice(),
+            b"x"
+        );
+    }
+
+    #[test]
+    fn a_rolled_back_record_block_is_detected() {
+        let (mut c, mem) = fresh();
+        c.init().unwrap();
+        let old = mem.image();
+        c.rotate().unwrap();
+        c.retire(2).unwrap();
+        // Put the old record block back under the device's newer counter.
+        let mut spliced = mem.image();
+        let at = record_offset();
+        spliced[at..at + BLOCK_LEN].copy_from_slice(&old[at..at + BLOCK_LEN]);
+        assert_ne!(spliced, mem.image(), "the splice changed the record");
+        corrupt(client_on(without_journal(spliced), &HUK).status());
+    }
+
+    #[test]
+    fn an_edited_record_is_detected() {
+        let (mut c, mem) = fresh();
+        c.init().unwrap();
+        let at = record_offset();
+        for i in [0, 8, 12, 30, 24 + 73 + 15] {
+            let mut edited = mem.image();
+            edited[at + i] ^= 1;
+            corrupt(client_on(without_journal(edited), &HUK).status());
+        }
+    }
+
+    #[test]
+    fn another_huk_is_detected_and_never_reprograms() {
+        let (mut c, mem) = fresh();
+        c.init().unwrap();
+        let mut other = client_on(mem.image(), &[1; 32]);
+        corrupt(other.status());
+        corrupt(other.init());
+    }
+
+    #[test]
+    fn an_erased_record_is_not_taken_for_a_new_device() {
+        let (mut c, mem) = fresh();
+        c.init().unwrap();
+        let mut erased = mem.image();
+        let at = record_offset();
+        erased[at..at + BLOCK_LEN].fill(0);
+        let mut e = client_on(without_journal(erased), &HUK);
+        corrupt(e.status());
+        corrupt(e.init());
+    }
+
+    #[test]
+    fn a_wholesale_image_copy_is_the_documented_limit() {
+        // The simulator cannot tell an old copy of the whole image (counter
+        // included) from the real one; on hardware the counter is in the eMMC.
+        let (mut c, mem) = fresh();
+        c.init().unwrap();
+        let old = mem.image();
+        c.rotate().unwrap();
+        assert_eq!(client_on(old, &HUK).status().unwrap().epoch, 1);
+    }
+}
