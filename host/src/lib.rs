@@ -8,7 +8,11 @@
 //! - [`exit`]: the documented exit codes of the command-line tools.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "tee")]
+pub mod tee;
+
 pub mod armor;
+pub mod backend;
 pub mod client;
 pub mod exit;
 pub mod sim;

@@ -28,6 +28,12 @@ pub const TA_UUID_STR: &str = include_str!("../uuid.txt").trim_ascii();
 /// The trusted application's UUID in the RFC 4122 byte order.
 pub const TA_UUID: [u8; 16] = parse_uuid(TA_UUID_STR);
 
+/// The TA's one command: parameter 0 is a MEMREF_INPUT holding an encoded
+/// request, parameter 1 a MEMREF_OUTPUT of at least [`MAX_MESSAGE_LEN`]
+/// bytes that receives the encoded response (its size is updated to the
+/// response length); parameters 2 and 3 are NONE.
+pub const TA_CMD_REQUEST: u32 = 0;
+
 /// Protocol version carried in every header. A peer speaking another
 /// version is refused with [`Status::UnsupportedVersion`].
 pub const PROTOCOL_VERSION: u8 = 1;

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use hakeys_host::backend::{Backend, BackendKind};
 use hakeys_host::client::{Client, ClientError};
-use hakeys_host::sim::{self, SimBackend};
+use hakeys_host::sim;
 use hakeys_host::{armor, exit};
 use zeroize::Zeroizing;
 
@@ -24,7 +25,7 @@ struct Cli {
     /// Which key engine to use: the TEE (default when /dev/tee0 exists) or
     /// the in-process simulator.
     #[arg(long, value_enum, global = true)]
-    backend: Option<BackendKind>,
+    backend: Option<BackendArg>,
     /// Simulator state directory [env: TEECTL_STATE_DIR]
     #[arg(long, global = true, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -33,7 +34,7 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum BackendKind {
+enum BackendArg {
     Sim,
     Tee,
 }
@@ -141,53 +142,14 @@ fn read_pubkey(path: &Path) -> Result<p256::PublicKey, Failure> {
     armor::pubkey_from_pem(&pem).map_err(|e| usage(format!("{}: {e}", path.display())))
 }
 
-const TEE_DEVICE: &str = "/dev/tee0";
-
-enum Backend {
-    Sim(Box<Client<SimBackend>>),
-}
-
-impl Backend {
-    fn client(&mut self) -> &mut Client<SimBackend> {
-        match self {
-            Backend::Sim(c) => c,
-        }
-    }
-
-    /// A storage failure's detail, when the backend knows more.
-    fn enrich(&mut self, f: Failure) -> Failure {
-        if f.0 != exit::STORAGE {
-            return f;
-        }
-        match self {
-            Backend::Sim(c) => match c.transport_mut().storage_detail() {
-                Some(d) => Failure(f.0, format!("{}: {d}", f.1)),
-                None => f,
-            },
-        }
-    }
-}
-
-fn open_backend(cli: &Cli) -> Result<Backend, Failure> {
-    let kind = cli.backend.unwrap_or(if Path::new(TEE_DEVICE).exists() {
-        BackendKind::Tee
-    } else {
-        BackendKind::Sim
+fn open_backend(cli: &Cli) -> Result<Client<Backend>, Failure> {
+    let kind = cli.backend.map(|k| match k {
+        BackendArg::Sim => BackendKind::Sim,
+        BackendArg::Tee => BackendKind::Tee,
     });
-    match kind {
-        BackendKind::Sim => {
-            let dir = cli.state_dir.clone().unwrap_or_else(sim::default_state_dir);
-            let b = SimBackend::open(&dir).map_err(|e| Failure(exit::UNAVAILABLE, format!("simulator: {e}")))?;
-            Ok(Backend::Sim(Box::new(Client::new(b))))
-        }
-        BackendKind::Tee => Err(Failure(
-            exit::UNAVAILABLE,
-            format!(
-                "the TEE backend is not available in this build of teectl ({TEE_DEVICE} {}); use --backend sim",
-                if Path::new(TEE_DEVICE).exists() { "exists" } else { "does not exist" }
-            ),
-        )),
-    }
+    Backend::open(kind, cli.state_dir.as_deref())
+        .map(Client::new)
+        .map_err(|e| Failure(e.exit_code, e.message))
 }
 
 fn version_string(v: u32) -> String {
@@ -241,12 +203,20 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         _ => {}
     }
-    let mut backend = open_backend(cli)?;
-    let result = run_online(cli, backend.client());
-    result.map_err(|f| backend.enrich(f))
+    let mut c = open_backend(cli)?;
+    run_online(cli, &mut c).map_err(|f| {
+        // Storage failures: add the backend's detail (never secret material).
+        match (f.0 == exit::STORAGE)
+            .then(|| c.transport_mut().storage_detail())
+            .flatten()
+        {
+            Some(d) => Failure(f.0, format!("{}: {d}", f.1)),
+            None => f,
+        }
+    })
 }
 
-fn run_online(cli: &Cli, c: &mut Client<SimBackend>) -> Result<(), Failure> {
+fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
     match &cli.command {
         Command::Init => {
             let r = c.init()?;
@@ -262,10 +232,7 @@ fn run_online(cli: &Cli, c: &mut Client<SimBackend>) -> Result<(), Failure> {
         }
         Command::Status { json } => {
             let s = c.status()?;
-            let backend = match cli.backend {
-                Some(BackendKind::Tee) => "tee",
-                _ => "sim",
-            };
+            let backend = c.transport_mut().kind().name();
             let text = if *json {
                 serde_json::json!({
                     "backend": backend,

@@ -1,0 +1,129 @@
+//! The TEE backend: encoded requests to the trusted application over the
+//! TEE Client API (libteec, through `optee-teec`).
+//!
+//! One context and one session; the TA is single-instance and keep-alive, so
+//! every session (teectl's, the daemon's) reaches the same engine and the
+//! same boot-phase lock. If the TA or the supplicant restarts, the failed
+//! call reports a retryable error and the next call opens a new session.
+
+use hakeys_proto::{MAX_MESSAGE_LEN, TA_CMD_REQUEST, TA_UUID_STR};
+use optee_teec::{Context, ErrorKind, Operation, ParamNone, ParamTmpRef, Session, Uuid};
+
+use crate::client::{Transport, TransportError};
+
+/// The TEE backend.
+pub struct TeeBackend {
+    ctx: Context,
+    session: Option<Session>,
+}
+
+/// The TEE could not be reached.
+#[derive(Debug)]
+pub struct TeeError(pub String);
+
+impl std::fmt::Display for TeeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn describe(e: &optee_teec::Error) -> String {
+    match e.kind() {
+        ErrorKind::ItemNotFound => format!(
+            "the hakeys trusted application {TA_UUID_STR} is not installed (0x{:08x})",
+            e.raw_code()
+        ),
+        ErrorKind::TargetDead => format!(
+            "the trusted application died (0x{:08x}); retry",
+            e.raw_code()
+        ),
+        ErrorKind::Busy => format!("the TEE is busy (0x{:08x}); retry", e.raw_code()),
+        _ => format!("TEE error 0x{:08x} ({:?})", e.raw_code(), e.kind()),
+    }
+}
+
+fn retryable(e: &optee_teec::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::TargetDead | ErrorKind::Busy | ErrorKind::Communication
+    )
+}
+
+impl TeeBackend {
+    /// Open the TEE context and a session to the TA.
+    pub fn open() -> Result<TeeBackend, TeeError> {
+        let ctx = Context::new().map_err(|e| {
+            TeeError(format!(
+                "cannot open the TEE ({}): {}",
+                crate::backend::TEE_DEVICE,
+                describe(&e)
+            ))
+        })?;
+        let mut b = TeeBackend { ctx, session: None };
+        b.session().map_err(|e| TeeError(e.message))?;
+        Ok(b)
+    }
+
+    fn session(&mut self) -> Result<&mut Session, TransportError> {
+        if self.session.is_none() {
+            let uuid = Uuid::parse_str(TA_UUID_STR).map_err(|_| TransportError {
+                message: "invalid TA UUID".into(),
+                retryable: false,
+            })?;
+            let s = self.ctx.open_session(uuid).map_err(|e| TransportError {
+                message: format!(
+                    "cannot open a session to the trusted application: {}",
+                    describe(&e)
+                ),
+                retryable: retryable(&e),
+            })?;
+            self.session = Some(s);
+        }
+        self.session.as_mut().ok_or_else(|| TransportError {
+            message: "no session".into(),
+            retryable: true,
+        })
+    }
+}
+
+impl Transport for TeeBackend {
+    fn call(&mut self, request: &[u8], response: &mut [u8]) -> Result<usize, TransportError> {
+        let out = response
+            .get_mut(..MAX_MESSAGE_LEN)
+            .ok_or_else(|| TransportError {
+                message: "response buffer too small".into(),
+                retryable: false,
+            })?;
+        let session = self.session()?;
+        let mut op = Operation::new(
+            0,
+            ParamTmpRef::new_input(request),
+            ParamTmpRef::new_output(out),
+            ParamNone,
+            ParamNone,
+        );
+        match session.invoke_command(TA_CMD_REQUEST, &mut op) {
+            Ok(()) => {
+                let (_, p1, _, _) = op.parameters();
+                let n = p1.updated_size();
+                if n > MAX_MESSAGE_LEN {
+                    return Err(TransportError {
+                        message: "the TA reported an impossible response size".into(),
+                        retryable: false,
+                    });
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                if retryable(&e) {
+                    // Reconnect on the next call.
+                    self.session = None;
+                }
+                Err(TransportError {
+                    message: describe(&e),
+                    retryable: retryable(&e),
+                })
+            }
+        }
+    }
+}
