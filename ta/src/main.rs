@@ -1,0 +1,171 @@
+//! The hakeys trusted application: a thin shell over `hakeys-engine`.
+//!
+//! - one command ([`hakeys_proto::TA_CMD_REQUEST`]): the request is copied
+//!   out of shared memory once, into a private buffer, before anything looks
+//!   at it; the engine decodes and validates only that copy; the response is
+//!   written back through the bounds-checked output memref;
+//! - an [`Entropy`] adapter over `TEE_GenerateRandom`;
+//! - a [`SecureStorage`] adapter over one OP-TEE persistent object in
+//!   `TEE_STORAGE_PRIVATE_RPMB` (created with OVERWRITE, which OP-TEE commits
+//!   atomically);
+//! - one engine for the life of the single-instance, keep-alive TA, so the
+//!   boot-phase lock set by `boot-done` holds until the next boot.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use core::cell::RefCell;
+
+use hakeys_engine::{Engine, Entropy, EntropyError, SecureStorage, StorageError};
+use hakeys_proto::{MAX_MESSAGE_LEN, TA_CMD_REQUEST};
+use optee_utee::{
+    ta_close_session, ta_create, ta_destroy, ta_invoke_command, ta_open_session, DataFlag,
+    ErrorKind, GenericObject, ObjectStorageConstants, ParameterMemref, ParameterMemrefInput,
+    ParameterMemrefOutput, ParameterMemrefRead, ParameterMemrefWrite, ParameterNone,
+    ParametersAny, PersistentObject, Random, Result,
+};
+
+/// The persistent object holding the engine's state record.
+const STATE_OBJECT_ID: &[u8] = b"hakeys-state-v1";
+
+struct TeeRng;
+
+impl Entropy for TeeRng {
+    fn fill(&mut self, out: &mut [u8]) -> core::result::Result<(), EntropyError> {
+        Random::generate(out);
+        Ok(())
+    }
+}
+
+struct RpmbObject;
+
+fn storage_error(e: optee_utee::Error) -> StorageError {
+    match e.kind() {
+        ErrorKind::CorruptObject | ErrorKind::CorruptObject2 => StorageError::Corrupt,
+        _ => StorageError::Io,
+    }
+}
+
+impl SecureStorage for RpmbObject {
+    fn load(&mut self, buf: &mut [u8]) -> core::result::Result<Option<usize>, StorageError> {
+        let mut obj = match PersistentObject::open(
+            ObjectStorageConstants::PrivateRpmb,
+            STATE_OBJECT_ID,
+            DataFlag::ACCESS_READ | DataFlag::SHARE_READ,
+        ) {
+            Ok(o) => o,
+            Err(e) if e.kind() == ErrorKind::ItemNotFound => return Ok(None),
+            Err(e) => return Err(storage_error(e)),
+        };
+        let size = obj.info().map_err(storage_error)?.data_size();
+        let dst = buf.get_mut(..size).ok_or(StorageError::Corrupt)?;
+        let n = obj.read(dst).map_err(storage_error)? as usize;
+        if n != size {
+            return Err(StorageError::Corrupt);
+        }
+        Ok(Some(n))
+    }
+
+    fn store(&mut self, record: &[u8]) -> core::result::Result<(), StorageError> {
+        // Create-with-OVERWRITE writes the new object and switches to it in
+        // one RPMB directory update: after a power cut, old or new record.
+        PersistentObject::create(
+            ObjectStorageConstants::PrivateRpmb,
+            STATE_OBJECT_ID,
+            DataFlag::ACCESS_READ
+                | DataFlag::ACCESS_WRITE
+                | DataFlag::ACCESS_WRITE_META
+                | DataFlag::OVERWRITE,
+            None,
+            record,
+        )
+        .map(drop)
+        .map_err(storage_error)
+    }
+}
+
+/// The engine and its buffers, for the life of the TA instance.
+struct Instance {
+    engine: Engine<RpmbObject, TeeRng>,
+    request: [u8; MAX_MESSAGE_LEN],
+    response: [u8; MAX_MESSAGE_LEN],
+}
+
+struct Global(RefCell<Option<alloc::boxed::Box<Instance>>>);
+
+// SAFETY: OP-TEE runs the entry points of one TA instance one at a time (the
+// TA does not set TA_FLAG_CONCURRENT), so the RefCell is never accessed from
+// two threads at once.
+unsafe impl Sync for Global {}
+
+static INSTANCE: Global = Global(RefCell::new(None));
+
+#[ta_create]
+fn create() -> Result<()> {
+    let mut slot = INSTANCE.0.try_borrow_mut().map_err(|_| ErrorKind::Busy)?;
+    *slot = Some(alloc::boxed::Box::new(Instance {
+        engine: Engine::new(RpmbObject, TeeRng),
+        request: [0; MAX_MESSAGE_LEN],
+        response: [0; MAX_MESSAGE_LEN],
+    }));
+    Ok(())
+}
+
+#[ta_open_session]
+fn open_session(_params: &mut ParametersAny) -> Result<()> {
+    Ok(())
+}
+
+#[ta_close_session]
+fn close_session() {}
+
+#[ta_destroy]
+fn destroy() {
+    if let Ok(mut slot) = INSTANCE.0.try_borrow_mut() {
+        *slot = None;
+    }
+}
+
+#[ta_invoke_command]
+fn invoke_command(
+    cmd_id: u32,
+    params: &mut (ParameterMemrefInput, ParameterMemrefOutput, ParameterNone, ParameterNone),
+) -> Result<()> {
+    if cmd_id != TA_CMD_REQUEST {
+        return Err(ErrorKind::NotSupported.into());
+    }
+    let mut slot = INSTANCE.0.try_borrow_mut().map_err(|_| ErrorKind::Busy)?;
+    let inst = slot.as_mut().ok_or(ErrorKind::BadState)?;
+    let (input, output) = (&params.0, &mut params.1);
+    let len = input.buffer_len();
+    if output.buffer_len() < MAX_MESSAGE_LEN {
+        return Err(ErrorKind::ShortBuffer.into());
+    }
+    // Copy the request out of shared memory once; an over-long request is
+    // answered by the engine (BadMessage) from its first bytes only.
+    let take = len.min(MAX_MESSAGE_LEN);
+    let copied = input.read_at(0, &mut inst.request[..take])?;
+    let request: &[u8] = if len > MAX_MESSAGE_LEN {
+        // Hand the engine a length it refuses before parsing.
+        &[0u8; MAX_MESSAGE_LEN + 1]
+    } else {
+        &inst.request[..copied]
+    };
+    let n = inst.engine.handle(request, &mut inst.response);
+    let result = output.set_output(&inst.response[..n]);
+    inst.request[..take].fill(0);
+    inst.response[..n].fill(0);
+    result
+}
+
+/// `cpufeatures` (used by `aes` and `polyval` on aarch64) asks the kernel
+/// for CPU features with `getauxval`, which a TA does not have. Answering "no
+/// features" makes the crypto crates use their portable constant-time
+/// software code, which runs on every Armv8 core.
+#[no_mangle]
+pub extern "C" fn getauxval(_type: libc::c_ulong) -> libc::c_ulong {
+    0
+}
+
+include!(concat!(env!("OUT_DIR"), "/user_ta_header.rs"));
