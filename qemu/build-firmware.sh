@@ -28,7 +28,7 @@ OPTEE_FLAGS="CROSS_COMPILE=aarch64-linux-gnu- PLATFORM=vexpress-qemu_armv8a
   CFG_VIRTUALIZATION=n CFG_USER_TA_TARGETS=ta_arm64 CFG_RPMB_FS=y CFG_REE_FS=n
   CFG_RPMB_WRITE_KEY=y CFG_RPMB_TESTKEY=y CFG_RPMB_ANNOUNCE_PROBE_CAP=n
   CFG_CORE_RESERVED_SHM=n CFG_PKCS11_TA=y DEBUG=0"
-sum=$(echo "$TFA $OPTEE $TFA_FLAGS $OPTEE_FLAGS $(md5sum "$0")" | md5sum | cut -c1-16)
+sum=$(echo "$TFA $OPTEE $TFA_FLAGS $OPTEE_FLAGS $(md5sum < "$0")" | md5sum | cut -c1-16)
 if [ -e "$O/.firmware-$sum" ]; then echo "build-firmware.sh: up to date"; exit 0; fi
 rm -rf "$O/optee" "$O/flash.bin" "$O"/.firmware-*
 mkdir -p "$O"

@@ -97,7 +97,10 @@ impl Storage for FileStorage {
         self.file.sync_data()
     }
     fn size(&mut self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        // Seeking to the end also gives the size of a block device (whose
+        // metadata length is 0), so an image can live on a raw disk.
+        use std::io::Seek;
+        self.file.seek(io::SeekFrom::End(0))
     }
     fn set_size(&mut self, size: u64) -> io::Result<()> {
         self.file.set_len(size)

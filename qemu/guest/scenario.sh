@@ -1,0 +1,113 @@
+#!/bin/sh
+# hakeys end-to-end scenario, one step per boot (see xtask/src/qemu.rs, which
+# starts each boot as a new QEMU process on the same disks and asserts on the
+# HAKEYS-RESULT lines). Test secrets only; real secrets are never printed.
+STEP=$1
+disk() { for d in /sys/block/vd*; do [ "$(cat "$d/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${d##*/}"; return 0; }; done; return 1; }
+now_ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
+# r NAME STDIN CMD...: run, report exit code, stdout (one line) and stderr.
+r() {
+  name=$1; in=$2; shift 2
+  [ -n "$in" ] || in=/dev/null
+  "$@" < "$in" > "/tmp/out.$name" 2> "/tmp/err.$name"
+  rc=$?
+  echo "HAKEYS-RESULT $name rc=$rc out=$(head -c 3000 "/tmp/out.$name" | tr '\n' ' ') err=$(head -c 300 "/tmp/err.$name" | tr '\n' ' ')"
+}
+# h NAME STDIN CMD...: as r, but reports the SHA-256 of stdout.
+h() {
+  name=$1; in=$2; shift 2
+  "$@" < "$in" > "/tmp/out.$name" 2> "/tmp/err.$name"
+  rc=$?
+  echo "HAKEYS-RESULT $name rc=$rc sha256=$(sha256sum < "/tmp/out.$name" | cut -d' ' -f1) err=$(head -c 300 "/tmp/err.$name" | tr '\n' ' ')"
+}
+rpmb_writes() { sed -n 's/^rpmb_write_requests //p' /run/rpmb-stats 2>/dev/null || echo 0; }
+rpmb_frames() { awk '/^rpmb_frames_in/{i=$2} /^rpmb_frames_out/{o=$2} END{print i+0, o+0}' /run/rpmb-stats 2>/dev/null; }
+# c NAME STDIN CMD...: as r, and report the RPMB traffic the command caused.
+c() {
+  before_w=$(rpmb_writes); before_f=$(rpmb_frames)
+  r "$@"
+  echo "HAKEYS-RPMB $1 writes=$(( $(rpmb_writes) - before_w )) frames_before='$before_f' frames_after='$(rpmb_frames)'"
+}
+
+LUKS=$(disk luks)
+case "$STEP" in
+boot1)
+  r status-before "" teectl status --json
+  c init "" teectl init
+  r init-again "" teectl init
+  printf 'old-secret' > /tmp/old.txt
+  c seal-old /tmp/old.txt teectl seal --namespace ha/core
+  cp /tmp/out.seal-old /tmp/old.blob
+  c rotate "" teectl rotate
+  printf 'the-secret' > /tmp/secret.txt
+  c seal-secret /tmp/secret.txt teectl seal --namespace ha/core
+  cp /tmp/out.seal-secret /tmp/secret.blob
+  head -c 64 /dev/urandom > /tmp/luks.key
+  r seal-luks /tmp/luks.key teectl seal --namespace boot/luks-data
+  cp /tmp/out.seal-luks /tmp/luks.blob
+  c unseal-secret-boot1 /tmp/secret.blob teectl unseal
+  r luks-format "" cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file /tmp/luks.key "$LUKS"
+  r luks-open-1 "" cryptsetup open "$LUKS" data --key-file /tmp/luks.key
+  printf 'HAKEYS-LUKS-MARKER' | dd of=/dev/mapper/data bs=512 conv=sync 2>/dev/null
+  sync
+  r luks-close-1 "" cryptsetup close data
+  c retire "" teectl retire --below 2
+  r unseal-old-retired /tmp/old.blob teectl unseal
+  rm -f /tmp/luks.key
+  ;;
+boot2)
+  mkdir -p /blobs
+  tar -xf "$(disk blobs)" -C /blobs
+  r status-after-reboot "" teectl status --json
+  h unseal-secret /blobs/secret.blob teectl unseal
+  # The boot unit's job: the unsealed key goes straight into cryptsetup.
+  teectl unseal < /blobs/luks.blob | cryptsetup open "$LUKS" data --key-file - 2>/tmp/err.luks
+  echo "HAKEYS-RESULT luks-open-with-unsealed-key rc=$? err=$(head -c 300 /tmp/err.luks | tr '\n' ' ')"
+  r luks-marker "" sh -c "dd if=/dev/mapper/data bs=18 count=1 2>/dev/null"
+  r luks-close "" cryptsetup close data
+  r boot-done "" teectl boot-done
+  r unseal-luks-after-boot-done /blobs/luks.blob teectl unseal
+  r status-after-boot-done "" teectl status --json
+  r unseal-tampered /blobs/tampered.blob teectl unseal
+  r unseal-old-retired /blobs/old.blob teectl unseal
+  h unseal-secret-after-boot-done /blobs/secret.blob teectl unseal
+  ;;
+bench)
+  N=${BENCH_N:-30}
+  r init "" teectl init
+  head -c 1024 /dev/urandom > /tmp/pt
+  c seal-1k /tmp/pt teectl seal --namespace ha/core
+  cp /tmp/out.seal-1k /tmp/b
+  c unseal-1k /tmp/b teectl unseal
+  c rotate "" teectl rotate
+  r ping "" teectl ping --count 200
+  t0=$(now_ms); i=0
+  while [ $i -lt "$N" ]; do teectl unseal < /tmp/b > /dev/null || echo "HAKEYS: unseal failed"; i=$((i+1)); done
+  echo "HAKEYS-BENCH teectl-unseal-1k runs=$N total_ms=$(( $(now_ms) - t0 ))"
+  # The same 1 KiB AES-GCM decrypt through OP-TEE's PKCS#11 TA.
+  M=/usr/lib/aarch64-linux-gnu/libckteec.so.0
+  P="pkcs11-tool --module $M"
+  r p11-init-token "" $P --init-token --slot 0 --label hakeys --so-pin 12345678
+  r p11-init-pin "" $P --token-label hakeys --login --login-type so --so-pin 12345678 --init-pin --pin 87654321
+  r p11-keygen "" $P --token-label hakeys --login --pin 87654321 --keygen --key-type AES:32 --label bench --id 01
+  IV=000102030405060708090a0b
+  r p11-encrypt "" $P --token-label hakeys --login --pin 87654321 --encrypt --id 01 --mechanism AES-GCM --iv $IV --tag-bits-len 128 --input-file /tmp/pt --output-file /tmp/ct
+  r p11-decrypt "" $P --token-label hakeys --login --pin 87654321 --decrypt --id 01 --mechanism AES-GCM --iv $IV --tag-bits-len 128 --input-file /tmp/ct --output-file /tmp/pt2
+  r p11-roundtrip "" cmp /tmp/pt /tmp/pt2
+  t0=$(now_ms); i=0
+  while [ $i -lt "$N" ]; do $P --token-label hakeys --login --pin 87654321 --decrypt --id 01 --mechanism AES-GCM --iv $IV --tag-bits-len 128 --input-file /tmp/ct --output-file /tmp/pt2 >/dev/null 2>&1 || echo "HAKEYS: p11 decrypt failed"; i=$((i+1)); done
+  echo "HAKEYS-BENCH pkcs11-decrypt-1k runs=$N total_ms=$(( $(now_ms) - t0 ))"
+  ;;
+xtest)
+  for t in ${XTESTS:-1001}; do
+    t0=$(now_ms)
+    xtest $t > /tmp/xtest.out 2>&1
+    rc=$?
+    echo "HAKEYS-XTEST $t rc=$rc ms=$(( $(now_ms) - t0 )) $(grep -E 'subtests of which|test cases of which' /tmp/xtest.out | tr '\n' ' ')"
+    [ $rc = 0 ] || grep -E 'FAILED|failed' /tmp/xtest.out | head -20 | sed 's/^/HAKEYS: xtest | /'
+  done
+  ;;
+*)
+  echo "HAKEYS: unknown step $STEP"
+  ;;
+esac

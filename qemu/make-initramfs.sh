@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Assemble the guest initramfs: busybox, the libraries each binary needs
+# (its ELF NEEDED closure, from the Debian arm64 packages), kernel modules
+# with their dependencies, our TA and host binaries, OP-TEE's test suite.
+#   make-initramfs.sh CACHE_DIR OUT.cpio.gz
+# The file layout matches what the Buildroot packages install (see
+# buildroot/ and tests: /usr/bin/teectl, /usr/sbin/hakeys-supplicant,
+# /lib/optee_armtz/<uuid>.ta).
+set -euo pipefail
+C=$(realpath -m "${1:?usage: make-initramfs.sh CACHE_DIR OUT.cpio.gz}")
+OUTF=$(realpath -m "${2:?output file}")
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+X=$C/x
+O=$C/out
+R=$O/rootfs
+KV=$(ls "$X"/linux-image-*/usr/lib/modules/)
+MODDIR=$(ls -d "$X"/linux-image-*/usr/lib/modules/"$KV")
+rm -rf "$R"
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,usr/lib/aarch64-linux-gnu,usr/lib/modules,usr/lib/optee_armtz,proc,sys,dev,tmp,run,etc,root,var/lib,mnt}
+ln -s usr/lib "$R/lib"
+cp "$X/busybox-static/usr/bin/busybox" "$R/bin/busybox"
+L=$R/usr/lib/aarch64-linux-gnu
+cp -a "$X"/libc6/usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1 "$L/"
+ln -s aarch64-linux-gnu/ld-linux-aarch64.so.1 "$R/usr/lib/ld-linux-aarch64.so.1"
+
+# Every library directory of the extracted packages, to resolve NEEDED.
+LIBDIRS=$(find "$X" -type d \( -path '*/usr/lib/aarch64-linux-gnu' -o -path '*/lib/aarch64-linux-gnu' \) | sort -u)
+find_lib() {
+  for d in $LIBDIRS; do [ -e "$d/$1" ] && { echo "$d/$1"; return 0; }; done
+  return 1
+}
+copy_closure() { # copy_closure ELF...: copy every NEEDED library, recursively
+  local todo="$*" f n lib
+  while [ -n "$todo" ]; do
+    set -- $todo; f=$1; shift; todo="$*"
+    for n in $(aarch64-linux-gnu-readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+      [ -e "$L/$n" ] && continue
+      lib=$(find_lib "$n") || { echo "make-initramfs.sh: $(basename "$f") needs $n, which no fetched package provides" >&2; exit 1; }
+      cp -L "$lib" "$L/$n"
+      todo="$todo $L/$n"
+    done
+  done
+}
+install_bin() { # install_bin SRC DEST_IN_ROOTFS
+  mkdir -p "$(dirname "$R/$2")"; cp -L "$1" "$R/$2"; chmod 755 "$R/$2"; copy_closure "$R/$2"
+}
+
+# Our binaries and TA.
+for b in teectl hakeys-supplicant rpmb-sim; do install_bin "$O/bin/$b" "/usr/bin/$b"; done
+[ -e "$O/bin/teed" ] && install_bin "$O/bin/teed" /usr/bin/teed
+mv "$R/usr/bin/hakeys-supplicant" "$R/usr/sbin/hakeys-supplicant"
+UUID=$(tr -d ' \n' < "$ROOT/proto/uuid.txt")
+cp "$O/ta/$UUID.ta" "$R/usr/lib/optee_armtz/"
+# cryptsetup for the LUKS step; xtest and its TAs; pkcs11-tool and the
+# PKCS#11 TA for the benchmark comparison.
+install_bin "$X/cryptsetup-bin/usr/sbin/cryptsetup" /usr/sbin/cryptsetup
+install_bin "$X/optee-test-qemu/usr/bin/xtest" /usr/bin/xtest
+cp "$X"/optee-test-qemu/usr/lib/optee_armtz/*.ta "$R/usr/lib/optee_armtz/"
+cp "$O"/optee/export-ta_arm64/ta/*.ta "$R/usr/lib/optee_armtz/" 2>/dev/null || true
+install_bin "$X/opensc/usr/bin/pkcs11-tool" /usr/bin/pkcs11-tool
+for so in libckteec.so.0; do
+  lib=$(find_lib "$so"); cp -L "$lib" "$L/$so"; copy_closure "$L/$so"
+done
+
+# Kernel modules and their dependencies (modinfo reads arm64 modules too).
+mod_path() { find "$MODDIR/kernel" -name "$1.ko*" | head -1; }
+declare -A seen
+add_mod() {
+  local m=${1//-/_} p dep
+  [ -n "${seen[$m]:-}" ] && return 0
+  seen[$m]=1
+  p=$(mod_path "$m"); [ -n "$p" ] || p=$(mod_path "${m//_/-}")
+  [ -n "$p" ] || { echo "make-initramfs.sh: kernel module $m not found" >&2; exit 1; }
+  for dep in $(/sbin/modinfo -F depends "$p" | tr ',' ' '); do add_mod "$dep"; done
+  case $p in *.xz) xz -dc "$p" ;; *.zst) zstd -dc "$p" ;; *) cat "$p" ;; esac > "$R/usr/lib/modules/$m.ko"
+  echo "$m" >> "$R/usr/lib/modules/load-order"
+}
+for m in tee optee virtio_blk dm_mod dm_crypt xts af_alg algif_skcipher algif_hash; do add_mod "$m"; done
+
+cp "$ROOT/qemu/guest/init" "$R/init"
+cp "$ROOT/qemu/guest/scenario.sh" "$R/usr/bin/hakeys-scenario"
+chmod 755 "$R/init" "$R/usr/bin/hakeys-scenario"
+(cd "$R" && find . | sort | cpio -o -H newc --quiet -R 0:0 | gzip -6) > "$OUTF"
+echo "make-initramfs.sh: $OUTF ($(stat -c %s "$OUTF") bytes)"
