@@ -701,7 +701,8 @@ fn garbage_requests_get_error_responses() {
 /// Run the independent Python implementation (engine/tests/reference_impl.py).
 fn reference(args: &[&str]) -> std::string::String {
     let script = std::format!("{}/tests/reference_impl.py", env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new("python3")
+    let python = std::env::var("HAKEYS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(python)
         .arg(&script)
         .args(args)
         .output()

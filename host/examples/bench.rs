@@ -159,7 +159,7 @@ fn main() {
         )
     };
     out_traffic += &traffic("init (first)", &mut |c| {
-        drop(c.init().unwrap_or_else(|e| fail(format!("{e}"))))
+        c.init().unwrap_or_else(|e| fail(format!("{e}")));
     });
     out_traffic += &traffic("init (again, no-op)", &mut |c| drop(c.init()));
     let sim_blob = Client::new(open())

@@ -14,6 +14,7 @@ pub mod tee;
 pub mod armor;
 pub mod backend;
 pub mod client;
+pub mod daemon;
 pub mod exit;
 pub mod sim;
 pub mod sim_storage;

@@ -1,19 +1,23 @@
 //! The TEE backend: encoded requests to the trusted application over the
 //! TEE Client API (libteec, through `optee-teec`).
 //!
-//! One context and one session; the TA is single-instance and keep-alive, so
-//! every session (teectl's, the daemon's) reaches the same engine and the
-//! same boot-phase lock. If the TA or the supplicant restarts, the failed
-//! call reports a retryable error and the next call opens a new session.
+//! One TEE context per process, shared by every backend opened in it (the
+//! daemon's pool opens one backend, so one session, per worker); the TA is
+//! single-instance and keep-alive, so every session (teectl's, the
+//! daemon's) reaches the same engine and the same boot-phase lock. If the TA
+//! or the supplicant restarts, the failed call reports a retryable error and
+//! the next call opens a new session.
 
 use hakeys_proto::{MAX_MESSAGE_LEN, TA_CMD_REQUEST, TA_UUID_STR};
 use optee_teec::{Context, ErrorKind, Operation, ParamNone, ParamTmpRef, Session, Uuid};
 
 use crate::client::{Transport, TransportError};
 
-/// The TEE backend.
+/// The process's one TEE context, opened on first use.
+static CONTEXT: std::sync::Mutex<Option<Context>> = std::sync::Mutex::new(None);
+
+/// The TEE backend: one session on the shared context.
 pub struct TeeBackend {
-    ctx: Context,
     session: Option<Session>,
 }
 
@@ -52,14 +56,7 @@ fn retryable(e: &optee_teec::Error) -> bool {
 impl TeeBackend {
     /// Open the TEE context and a session to the TA.
     pub fn open() -> Result<TeeBackend, TeeError> {
-        let ctx = Context::new().map_err(|e| {
-            TeeError(format!(
-                "cannot open the TEE ({}): {}",
-                crate::backend::TEE_DEVICE,
-                describe(&e)
-            ))
-        })?;
-        let mut b = TeeBackend { ctx, session: None };
+        let mut b = TeeBackend { session: None };
         b.session().map_err(|e| TeeError(e.message))?;
         Ok(b)
     }
@@ -70,7 +67,23 @@ impl TeeBackend {
                 message: "invalid TA UUID".into(),
                 retryable: false,
             })?;
-            let s = self.ctx.open_session(uuid).map_err(|e| TransportError {
+            let mut guard = CONTEXT.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.is_none() {
+                let ctx = Context::new().map_err(|e| TransportError {
+                    message: format!(
+                        "cannot open the TEE ({}): {}",
+                        crate::backend::TEE_DEVICE,
+                        describe(&e)
+                    ),
+                    retryable: retryable(&e),
+                })?;
+                *guard = Some(ctx);
+            }
+            let ctx = guard.as_mut().ok_or_else(|| TransportError {
+                message: "no TEE context".into(),
+                retryable: true,
+            })?;
+            let s = ctx.open_session(uuid).map_err(|e| TransportError {
                 message: format!(
                     "cannot open a session to the trusted application: {}",
                     describe(&e)

@@ -21,12 +21,15 @@ h() {
   echo "HAKEYS-RESULT $name rc=$rc sha256=$(sha256sum < "/tmp/out.$name" | cut -d' ' -f1) err=$(head -c 300 "/tmp/err.$name" | tr '\n' ' ')"
 }
 rpmb_writes() { sed -n 's/^rpmb_write_requests //p' /run/rpmb-stats 2>/dev/null || echo 0; }
-rpmb_frames() { awk '/^rpmb_frames_in/{i=$2} /^rpmb_frames_out/{o=$2} END{print i+0, o+0}' /run/rpmb-stats 2>/dev/null; }
+rpmb_in() { sed -n 's/^rpmb_frames_in //p' /run/rpmb-stats 2>/dev/null || echo 0; }
+rpmb_out() { sed -n 's/^rpmb_frames_out //p' /run/rpmb-stats 2>/dev/null || echo 0; }
+rpmb_mark() { m_w=$(rpmb_writes); m_i=$(rpmb_in); m_o=$(rpmb_out); }
+rpmb_report() { echo "HAKEYS-RPMB $1 writes=$(( $(rpmb_writes) - ${m_w:-0} )) frames_in=$(( $(rpmb_in) - ${m_i:-0} )) frames_out=$(( $(rpmb_out) - ${m_o:-0} ))"; }
 # c NAME STDIN CMD...: as r, and report the RPMB traffic the command caused.
 c() {
-  before_w=$(rpmb_writes); before_f=$(rpmb_frames)
+  rpmb_mark
   r "$@"
-  echo "HAKEYS-RPMB $1 writes=$(( $(rpmb_writes) - before_w )) frames_before='$before_f' frames_after='$(rpmb_frames)'"
+  rpmb_report "$1"
 }
 
 LUKS=$(disk luks)
@@ -74,11 +77,13 @@ boot2)
   ;;
 bench)
   N=${BENCH_N:-30}
-  r init "" teectl init
+  c init "" teectl init
   head -c 1024 /dev/urandom > /tmp/pt
   c seal-1k /tmp/pt teectl seal --namespace ha/core
   cp /tmp/out.seal-1k /tmp/b
-  c unseal-1k /tmp/b teectl unseal
+  rpmb_mark
+  h unseal-1k /tmp/b teectl unseal
+  rpmb_report unseal-1k
   c rotate "" teectl rotate
   r ping "" teectl ping --count 200
   t0=$(now_ms); i=0

@@ -223,7 +223,7 @@ impl<M: SharedMemory> Supplicant<M> {
         else {
             return teec::ERROR_BAD_PARAMETERS;
         };
-        if req_len < RPMB_REQ_HEADER || req_len > RPMB_REQ_HEADER + 64 * FRAME_LEN {
+        if !(RPMB_REQ_HEADER..=RPMB_REQ_HEADER + 64 * FRAME_LEN).contains(&req_len) {
             return teec::ERROR_BAD_PARAMETERS;
         }
         let mut req = vec![0u8; req_len];

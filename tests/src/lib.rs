@@ -166,3 +166,9 @@ impl Run {
         err
     }
 }
+
+/// The freshly built `teed` (the daemon).
+pub fn teed_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build("hakeys-host", "teed"))
+}

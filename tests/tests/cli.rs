@@ -220,16 +220,17 @@ fn unseal_pipes_into_a_consumer_byte_exact() {
     let key: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37)).collect();
     let blob_path = b.dir.path().join("key.blob");
     std::fs::write(&blob_path, b.seal("boot/luks-data", &key)).unwrap();
-    let unseal = b
+    let mut unseal = b
         .command(&["unseal"])
         .stdin(std::fs::File::open(&blob_path).unwrap())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let sum = std::process::Command::new("sha256sum")
-        .stdin(unseal.stdout.unwrap())
+        .stdin(unseal.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(unseal.wait().unwrap().success());
     let want = std::process::Command::new("sha256sum")
         .stdin({
             let p = b.dir.path().join("key.raw");

@@ -1,7 +1,8 @@
 //! `cargo xtask <task>`: the project's entry points beyond `cargo build`.
 //!
 //! - `demo`    the main job on the simulator: a walkthrough of teectl;
-//! - `test`    every test: format, lints, unit/integration/e2e tests, fuzz smoke;
+//! - `test`    every test: format, lints, unit/integration/e2e tests, fuzz smoke,
+//!   and the QEMU target's end-to-end scenario (`qemu-test`);
 //! - `deps`    install what the tests need (apt packages, cargo-fuzz);
 //! - `fuzz`    run each fuzz target for a short time (`--seconds N`, default 20);
 //! - `bench`   run the benchmarks and write docs/BENCHMARKS.md.
@@ -14,16 +15,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod qemu;
+
 type Result<T = ()> = std::result::Result<T, String>;
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| ".".into())
 }
 
-fn cache() -> PathBuf {
+pub(crate) fn cache() -> PathBuf {
     env::var_os("HAKEYS_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(".cache"))
@@ -34,7 +37,7 @@ fn cargo() -> String {
 }
 
 /// Run a command, echoing it; fail with its exit status.
-fn run(cmd: &mut Command) -> Result {
+pub(crate) fn run(cmd: &mut Command) -> Result {
     eprintln!("+ {}", describe(cmd));
     let status = cmd
         .status()
@@ -63,7 +66,7 @@ fn succeeds(cmd: &mut Command) -> bool {
         .unwrap_or(false)
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -123,6 +126,8 @@ fn cargo_fuzz() -> Result<PathBuf> {
 
 fn deps() -> Result<String> {
     let py = python_with_cryptography()?;
+    // The daemon's tests: useradd (passwd) and systemd-socket-activate.
+    apt_install(&["passwd", "systemd"])?;
     cargo_fuzz()?;
     Ok(py)
 }
@@ -133,6 +138,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "engine_handle",
     "rpmb_frames",
     "rpmb_image",
+    "daemon_request",
 ];
 
 fn fuzz(seconds: u32) -> Result {
@@ -186,6 +192,9 @@ fn test() -> Result {
     ) && step(
         "fuzz smoke",
         Command::new(cargo()).args(["xtask", "fuzz", "--seconds", "15"]),
+    ) && step(
+        "qemu-test",
+        Command::new(cargo()).args(["xtask", "qemu-test"]),
     );
     let failed = steps.iter().filter(|(_, r)| r.is_err()).count();
     eprintln!(
@@ -364,6 +373,12 @@ fn bench() -> Result {
             .arg("--teectl")
             .arg(target.join("teectl")),
     )?;
+    let daemon = capture(
+        Command::new(target.join("examples/daemon_bench"))
+            .arg("--teed")
+            .arg(target.join("teed"))
+            .args(["--seconds", "3", "--load-seconds", "10"]),
+    )?;
     let dir = cache().join("bench-rpmb");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -373,6 +388,27 @@ fn bench() -> Result {
             .arg(&dir)
             .args(["--seconds", "2"]),
     )?;
+    let machine = machine_line();
+    let rustc = capture(Command::new("rustc").arg("--version")).unwrap_or_default();
+    let date = capture(Command::new("date").args(["-u", "+%Y-%m-%d"])).unwrap_or_default();
+    let doc = format!(
+        "# Benchmarks\n\nWritten by `cargo xtask bench` (release build); figures are what that run measured, \
+         never asserted by tests. Re-run it to update this file.\n\n\
+         - date: {}\n- machine: {machine}\n- toolchain: {}\n\n{engine}\n{daemon}\n## rpmb-sim device model\n\n{rpmb}\n\
+         ## The real stack\n\nFigures from the QEMU target (TA round trip, `teectl unseal` through libteec, \
+         OP-TEE's PKCS#11 TA for comparison, RPMB frames per operation, TA size) are in \
+         [BENCHMARKS-qemu.md](BENCHMARKS-qemu.md), written by `cargo xtask qemu-bench`.\n",
+        date.trim(),
+        rustc.trim()
+    );
+    let path = root.join("docs/BENCHMARKS.md");
+    std::fs::write(&path, doc).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+/// "CPU model, N cores", for benchmark records.
+pub(crate) fn machine_line() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -381,26 +417,11 @@ fn bench() -> Result {
                 .and_then(|l| l.split(':').nth(1))
                 .map(|s| s.trim().to_string())
         })
-        .unwrap_or_else(|| "unknown".into());
+        .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    let rustc = capture(Command::new("rustc").arg("--version")).unwrap_or_default();
-    let date = capture(Command::new("date").args(["-u", "+%Y-%m-%d"])).unwrap_or_default();
-    let doc = format!(
-        "# Benchmarks\n\nWritten by `cargo xtask bench` (release build); figures are what that run measured, \
-         never asserted by tests. Re-run it to update this file.\n\n\
-         - date: {}\n- machine: {cpu}, {cores} cores\n- toolchain: {}\n\n{engine}\n## rpmb-sim device model\n\n{rpmb}\n\
-         ## Not measured yet\n\nThe real stack under QEMU (TA round trip, `teectl unseal` through libteec, \
-         OP-TEE's PKCS#11 TA for comparison, RPMB frames through OP-TEE, signed TA size) comes with issue #4; \
-         the daemon's load test and latency comes with issue #5.\n",
-        date.trim(),
-        rustc.trim()
-    );
-    let path = root.join("docs/BENCHMARKS.md");
-    std::fs::write(&path, doc).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
+    format!("{cpu}, {cores} cores")
 }
 
 fn main() -> ExitCode {
@@ -415,13 +436,16 @@ fn main() -> ExitCode {
         Some("demo") => demo(opt("--state-dir").map(PathBuf::from)),
         Some("test") => test(),
         Some("bench") => bench(),
+        Some("qemu-test") => qemu::test(qemu::CI_XTESTS),
+        Some("qemu-shell") => qemu::shell(),
+        Some("qemu-bench") => qemu::bench(),
         Some("deps") => deps().map(|py| eprintln!("ok (python: {py})")),
         Some("fuzz") => match opt("--seconds").unwrap_or_else(|| "20".into()).parse() {
             Ok(s) => fuzz(s),
             Err(_) => Err("--seconds takes a whole number".into()),
         },
         _ => Err(
-            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N] | bench"
+            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N] | bench | qemu-test | qemu-shell | qemu-bench"
                 .into(),
         ),
     };

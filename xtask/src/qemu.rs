@@ -41,6 +41,22 @@ pub fn build() -> Result {
     let started = Instant::now();
     if crate::is_root() {
         run(&mut Command::new(script("setup-host.sh")))?;
+    } else {
+        for tool in [
+            "qemu-system-aarch64",
+            "aarch64-linux-gnu-gcc",
+            "dtc",
+            "modinfo",
+        ] {
+            if !Command::new("sh")
+                .args(["-c", &format!("command -v {tool} || test -x /sbin/{tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                return Err(format!("{tool} is missing: run `sudo qemu/setup-host.sh` once (it installs the QEMU target's host packages)"));
+            }
+        }
     }
     run(Command::new(script("fetch.sh")).arg(&q))?;
     run(Command::new(script("build-firmware.sh")).arg(&q))?;
@@ -165,8 +181,15 @@ impl Board {
         let stdout = child.stdout.take().ok_or("no qemu stdout")?;
         // Read the console on a thread so the timeout can fire.
         let (tx, rx) = std::sync::mpsc::channel::<String>();
+        // Lossy: whatever bytes the guest prints, the console keeps being read.
         let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                buf.clear();
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -528,14 +551,12 @@ pub fn bench() -> Result {
             );
         }
     }
-    let ta = fs::metadata(
-        qdir().join("out/ta").join(format!(
+    let ta = fs::metadata(qdir().join("out/ta").join(format!(
             "{}.ta",
             fs::read_to_string(root().join("proto/uuid.txt"))
                 .unwrap_or_default()
                 .trim()
-        )),
-    )
+        )))
     .map(|m| m.len())
     .unwrap_or(0);
     md += &format!(

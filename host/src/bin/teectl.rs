@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use hakeys_host::backend::{Backend, BackendKind};
 use hakeys_host::client::{Client, ClientError};
+use hakeys_host::daemon::client::{with_retries, DaemonClient, DaemonError};
+use hakeys_host::daemon::protocol::StatusInfo;
 use hakeys_host::sim;
 use hakeys_host::{armor, exit};
 use zeroize::Zeroizing;
@@ -29,6 +31,25 @@ struct Cli {
     /// Simulator state directory [env: TEECTL_STATE_DIR]
     #[arg(long, global = true, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Go through the daemon (teed) for status, pubkey, seal and unseal.
+    /// Also done without this flag when not root, with no --backend,
+    /// --state-dir or TEECTL_STATE_DIR, and the daemon's socket exists.
+    #[arg(long, global = true)]
+    via_daemon: bool,
+    /// The daemon's socket [env: HAKEYS_SOCKET] [default: /run/hakeys/teed.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Give up with exit code 7 if the key engine has not answered within
+    /// SECS seconds (0: wait forever). A TEE without a running supplicant
+    /// otherwise blocks indefinitely. [env: TEECTL_TIMEOUT]
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        env = "TEECTL_TIMEOUT",
+        default_value_t = 30
+    )]
+    timeout: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -91,6 +112,11 @@ enum Command {
     },
     /// End the boot phase: boot/ namespaces are refused until next boot.
     BootDone,
+    /// Check that the key engine answers; time COUNT bare round trips.
+    Ping {
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
 }
 
 /// A failure: the exit code and one line for stderr.
@@ -203,7 +229,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         _ => {}
     }
-    let mut c = open_backend(cli)?;
+    if use_daemon(cli)? {
+        return run_via_daemon(cli);
+    }
+    let mut c = open_backend(cli).map_err(|f| daemon_hint(cli, f))?;
     run_online(cli, &mut c).map_err(|f| {
         // Storage failures: add the backend's detail (never secret material).
         match (f.0 == exit::STORAGE)
@@ -232,33 +261,17 @@ fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
         }
         Command::Status { json } => {
             let s = c.status()?;
-            let backend = c.transport_mut().kind().name();
-            let text = if *json {
-                serde_json::json!({
-                    "backend": backend,
-                    "initialised": s.initialised,
-                    "epoch": s.epoch,
-                    "min_epoch": s.min_epoch,
-                    "boot_locked": s.boot_locked,
-                    "engine_version": version_string(s.engine_version),
-                })
-                .to_string()
-                    + "\n"
-            } else if s.initialised {
-                format!(
-                    "backend: {backend}\ninitialised: yes\nepoch: {} (oldest accepted: {})\nboot phase: {}\nengine: {}\n",
-                    s.epoch,
-                    s.min_epoch,
-                    if s.boot_locked { "ended (boot/ namespaces locked)" } else { "open" },
-                    version_string(s.engine_version)
-                )
-            } else {
-                format!(
-                    "backend: {backend}\ninitialised: no (run `teectl init`)\nengine: {}\n",
-                    version_string(s.engine_version)
-                )
-            };
-            write_stdout(text.as_bytes())
+            print_status(
+                *json,
+                &StatusInfo {
+                    backend: c.transport_mut().kind().name().into(),
+                    initialised: s.initialised,
+                    epoch: s.epoch,
+                    min_epoch: s.min_epoch,
+                    boot_locked: s.boot_locked,
+                    engine_version: version_string(s.engine_version),
+                },
+            )
         }
         Command::Pubkey => {
             let sec1 = c.pubkey()?;
@@ -322,12 +335,196 @@ fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
             c.boot_done()?;
             write_stdout(b"boot phase ended: boot/ namespaces are locked until the next boot\n")
         }
+        Command::Ping { count } => {
+            let mut lat = Vec::with_capacity(*count as usize);
+            let mut version = 0;
+            for _ in 0..(*count).max(1) {
+                let t = std::time::Instant::now();
+                version = c.ping()?.engine_version;
+                lat.push(t.elapsed());
+            }
+            lat.sort();
+            let total: std::time::Duration = lat.iter().sum();
+            let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+            write_stdout(
+                format!(
+                    "engine {} answered {} pings: mean {:.0} us, p50 {:.0} us, p99 {:.0} us\n",
+                    version_string(version),
+                    lat.len(),
+                    us(total) / lat.len() as f64,
+                    us(lat[lat.len() / 2]),
+                    us(lat[(lat.len() * 99 / 100).min(lat.len() - 1)])
+                )
+                .as_bytes(),
+            )
+        }
         Command::Seal { to: Some(_), .. } | Command::Verify { .. } => Ok(()),
     }
 }
 
+fn print_status(json: bool, s: &StatusInfo) -> Result<(), Failure> {
+    let backend = &s.backend;
+    let text = if json {
+        serde_json::json!({
+            "backend": backend,
+            "initialised": s.initialised,
+            "epoch": s.epoch,
+            "min_epoch": s.min_epoch,
+            "boot_locked": s.boot_locked,
+            "engine_version": s.engine_version,
+        })
+        .to_string()
+            + "\n"
+    } else if s.initialised {
+        format!(
+            "backend: {backend}\ninitialised: yes\nepoch: {} (oldest accepted: {})\nboot phase: {}\nengine: {}\n",
+            s.epoch,
+            s.min_epoch,
+            if s.boot_locked { "ended (boot/ namespaces locked)" } else { "open" },
+            s.engine_version
+        )
+    } else {
+        format!(
+            "backend: {backend}\ninitialised: no (run `teectl init`)\nengine: {}\n",
+            s.engine_version
+        )
+    };
+    write_stdout(text.as_bytes())
+}
+
+// ---- Through the daemon (docs/daemon.md) ----
+
+fn daemon_socket(cli: &Cli) -> PathBuf {
+    hakeys_host::daemon::client::socket_path(cli.socket.as_deref())
+}
+
+/// Go through the daemon? With --via-daemon, or on its own for a non-root
+/// caller that named no backend or state and finds the socket. Root goes to
+/// the engine directly (and must, for the operations the daemon does not offer).
+fn use_daemon(cli: &Cli) -> Result<bool, Failure> {
+    let offered = matches!(
+        cli.command,
+        Command::Status { .. }
+            | Command::Pubkey
+            | Command::Seal { to: None, .. }
+            | Command::Unseal { .. }
+    );
+    if cli.via_daemon {
+        if !offered {
+            return Err(usage(
+                "the daemon offers only status, pubkey, seal and unseal; run this command without --via-daemon, as root",
+            ));
+        }
+        if cli.backend.is_some() || cli.state_dir.is_some() {
+            return Err(usage(
+                "--via-daemon cannot be combined with --backend or --state-dir",
+            ));
+        }
+        return Ok(true);
+    }
+    Ok(offered
+        && cli.backend.is_none()
+        && cli.state_dir.is_none()
+        && std::env::var_os(sim::STATE_DIR_ENV).is_none_or(|d| d.is_empty())
+        && !rustix::process::geteuid().is_root()
+        && daemon_socket(cli).exists())
+}
+
+/// The simulator is locked while teed runs on it: say so.
+fn daemon_hint(cli: &Cli, f: Failure) -> Failure {
+    let sim = match cli.backend {
+        Some(b) => b == BackendArg::Sim,
+        None => BackendKind::detect() == BackendKind::Sim,
+    };
+    let socket = daemon_socket(cli);
+    if sim && f.0 == exit::UNAVAILABLE && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        Failure(
+            f.0,
+            format!(
+                "{}; teed is serving on {} and holds the engine: stop it for this command, or use --via-daemon for status, pubkey, seal and unseal",
+                f.1,
+                socket.display()
+            ),
+        )
+    } else {
+        f
+    }
+}
+
+impl From<DaemonError> for Failure {
+    fn from(e: DaemonError) -> Self {
+        Failure(e.exit_code(), e.to_string())
+    }
+}
+
+fn run_via_daemon(cli: &Cli) -> Result<(), Failure> {
+    // Input is read and checked once, before talking to the daemon.
+    let input = match &cli.command {
+        Command::Seal { .. } => {
+            let pt = read_stdin(hakeys_proto::MAX_SECRET_LEN, "the secret")?;
+            if pt.is_empty() {
+                return Err(usage("the secret on stdin is empty"));
+            }
+            pt
+        }
+        Command::Unseal { .. } => {
+            let input = read_stdin(16 * 1024, "the blob")?;
+            let blob = armor::blob_from_input(&input)
+                .map_err(|e| Failure(exit::REJECTED, e.to_string()))?;
+            Zeroizing::new(armor::blob_to_text(&blob).into_bytes())
+        }
+        _ => Zeroizing::new(Vec::new()),
+    };
+    // `retry` and `busy` mean the engine is reconnecting: try a few times.
+    let out = with_retries(&daemon_socket(cli), 4, |d| via_daemon_once(cli, d, &input))?;
+    match out {
+        ViaDaemon::Out(bytes) => write_stdout(&bytes),
+        ViaDaemon::Status(status) => print_status(
+            matches!(cli.command, Command::Status { json: true }),
+            &status,
+        ),
+    }
+}
+
+/// What one attempt through the daemon produced.
+enum ViaDaemon {
+    /// Bytes for stdout.
+    Out(Zeroizing<Vec<u8>>),
+    /// `status`'s answer, to print as the direct command does.
+    Status(StatusInfo),
+}
+
+fn via_daemon_once(
+    cli: &Cli,
+    d: &mut DaemonClient,
+    input: &[u8],
+) -> Result<ViaDaemon, DaemonError> {
+    Ok(ViaDaemon::Out(match &cli.command {
+        Command::Status { .. } => return d.status().map(ViaDaemon::Status),
+        Command::Pubkey => Zeroizing::new(d.pubkey()?.into_bytes()),
+        Command::Seal { namespace, .. } => {
+            Zeroizing::new(format!("{}\n", d.seal(namespace, input)?).into_bytes())
+        }
+        Command::Unseal { namespace } => {
+            let text = std::str::from_utf8(input).unwrap_or_default();
+            d.unseal(text, namespace.as_deref())?.1
+        }
+        _ => Zeroizing::new(Vec::new()),
+    }))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.timeout > 0 {
+        let secs = cli.timeout;
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            eprintln!(
+                "teectl: the key engine did not answer within {secs} s (is tee-supplicant running? is the TA installed?)"
+            );
+            std::process::exit(exit::UNAVAILABLE);
+        });
+    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, msg)) => {

@@ -1,0 +1,102 @@
+//! `teed`: the decrypt daemon. Serves unseal, seal, pubkey and status to
+//! local callers over a Unix socket, by policy on their kernel credentials;
+//! runs in the foreground and logs to stdout. See `docs/daemon.md`.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use hakeys_host::backend::BackendKind;
+use hakeys_host::daemon::policy::Policy;
+use hakeys_host::daemon::server::{self, Config};
+use hakeys_host::daemon::{DEFAULT_POLICY, DEFAULT_SOCKET};
+use hakeys_host::exit;
+
+#[derive(Parser)]
+#[command(
+    name = "teed",
+    version,
+    about = "The hakeys decrypt daemon: access-controlled unseal for local callers"
+)]
+struct Cli {
+    /// Which key engine to use: the TEE (default when /dev/tee0 exists) or
+    /// the in-process simulator.
+    #[arg(long, value_enum)]
+    backend: Option<BackendArg>,
+    /// Simulator state directory [env: TEECTL_STATE_DIR]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Where to listen, unless systemd passes a socket (socket activation).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Mode of the socket file teed creates (octal). Access is decided by
+    /// the policy, per caller, so every local user may connect by default.
+    #[arg(long, value_name = "OCTAL", default_value = "666", value_parser = parse_mode)]
+    socket_mode: u32,
+    /// The policy file (TOML).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_POLICY)]
+    policy: PathBuf,
+    /// Engine sessions to keep open (the simulator takes exactly one).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    sessions: u16,
+    /// Check the policy file, print a summary and exit (0: valid, 2: not).
+    #[arg(long)]
+    check_policy: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum BackendArg {
+    Sim,
+    Tee,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("`{s}` is not an octal file mode such as 660"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.check_policy {
+        return match Policy::load(&cli.policy) {
+            Ok(p) => {
+                println!(
+                    "{}: valid: {} rules ({} add-ons)",
+                    cli.policy.display(),
+                    p.rule_count(),
+                    p.addon_count()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("teed: policy rejected: {e}");
+                ExitCode::from(exit::USAGE as u8)
+            }
+        };
+    }
+    let backend = match cli.backend {
+        Some(BackendArg::Sim) => BackendKind::Sim,
+        Some(BackendArg::Tee) => BackendKind::Tee,
+        None => BackendKind::detect(),
+    };
+    let config = Config {
+        socket: cli.socket,
+        socket_mode: cli.socket_mode,
+        policy_path: cli.policy,
+        backend,
+        state_dir: cli.state_dir,
+        sessions: usize::from(cli.sessions),
+        engine_timeout: Duration::from_secs(10),
+    };
+    match server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("teed: {}", e.message);
+            ExitCode::from(e.exit_code as u8)
+        }
+    }
+}
