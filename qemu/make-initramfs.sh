@@ -58,6 +58,13 @@ install_bin "$X/optee-test-qemu/usr/bin/xtest" /usr/bin/xtest
 cp "$X"/optee-test-qemu/usr/lib/optee_armtz/*.ta "$R/usr/lib/optee_armtz/"
 cp "$O"/optee/export-ta_arm64/ta/*.ta "$R/usr/lib/optee_armtz/" 2>/dev/null || true
 install_bin "$X/opensc/usr/bin/pkcs11-tool" /usr/bin/pkcs11-tool
+# util-linux setpriv runs a caller as another uid (busybox has no su/chpst,
+# and its own setpriv applet cannot change uids): a private path so the
+# busybox applet links never shadow it.
+install_bin "$X/util-linux/usr/bin/setpriv" /usr/lib/hakeys-test/setpriv
+# The daemon's shipped default policy, where the systemd unit expects it.
+mkdir -p "$R/etc/hakeys"
+cp "$ROOT/systemd/teed-policy.toml" "$R/etc/hakeys/policy.toml"
 for so in libckteec.so.0; do
   lib=$(find_lib "$so"); cp -L "$lib" "$L/$so"; copy_closure "$L/$so"
 done

@@ -74,6 +74,28 @@ boot2)
   r unseal-tampered /blobs/tampered.blob teectl unseal
   r unseal-old-retired /blobs/old.blob teectl unseal
   h unseal-secret-after-boot-done /blobs/secret.blob teectl unseal
+  # The daemon on the real TEE, with the shipped policy: uid 8123 is Home
+  # Assistant Core (ha/*); uid 4242 is in no rule.
+  mkdir -p /run/hakeys
+  teed --backend tee --socket /run/hakeys/teed.sock --policy /etc/hakeys/policy.toml > /run/teed.log 2>&1 &
+  TEED=$!
+  i=0; while [ ! -S /run/hakeys/teed.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  AS_HA="/usr/lib/hakeys-test/setpriv --reuid 8123 --regid 8123 --clear-groups"
+  AS_OTHER="/usr/lib/hakeys-test/setpriv --reuid 4242 --regid 4242 --clear-groups"
+  r daemon-status-as-ha "" $AS_HA teectl status --json
+  h daemon-unseal-as-ha /blobs/secret.blob $AS_HA teectl unseal
+  r daemon-unseal-boot-as-ha /blobs/luks.blob $AS_HA teectl unseal
+  r daemon-unseal-as-other /blobs/secret.blob $AS_OTHER teectl unseal
+  r daemon-unseal-tampered-as-ha /blobs/tampered.blob $AS_HA teectl unseal
+  N=${BENCH_N:-20}
+  t0=$(now_ms); i=0
+  while [ $i -lt "$N" ]; do $AS_HA teectl unseal < /blobs/secret.blob > /dev/null || echo "HAKEYS: daemon unseal failed"; i=$((i+1)); done
+  echo "HAKEYS-BENCH daemon-unseal runs=$N total_ms=$(( $(now_ms) - t0 ))"
+  t0=$(now_ms); i=0
+  while [ $i -lt "$N" ]; do teectl unseal < /blobs/secret.blob > /dev/null || echo "HAKEYS: direct unseal failed"; i=$((i+1)); done
+  echo "HAKEYS-BENCH direct-unseal runs=$N total_ms=$(( $(now_ms) - t0 ))"
+  kill $TEED
+  sed 's/^/HAKEYS: teed | /' /run/teed.log | head -40
   ;;
 bench)
   N=${BENCH_N:-30}

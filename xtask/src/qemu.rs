@@ -406,11 +406,12 @@ pub fn test(xtests: &[&str]) -> Result {
         ("tampered.blob", tampered.as_bytes()),
     ])?;
 
-    let r2 = results(&board.boot(
+    let lines2 = board.boot(
         "boot2",
         "hakeys.mode=scenario hakeys.step=boot2",
         Duration::from_secs(600),
-    )?);
+    )?;
+    let r2 = results(&lines2);
     checks.expect(&r2, "status-after-reboot", 0, Some("\"epoch\":2"));
     checks.expect(&r2, "status-after-reboot", 0, Some("\"min_epoch\":2"));
     checks.expect_sha(&r2, "unseal-secret", b"the-secret");
@@ -428,6 +429,23 @@ pub fn test(xtests: &[&str]) -> Result {
     checks.expect(&r2, "unseal-tampered", 5, None);
     checks.expect(&r2, "unseal-old-retired", 4, None);
     checks.expect_sha(&r2, "unseal-secret-after-boot-done", b"the-secret");
+    // The daemon on the real TEE, callers identified by kernel credentials.
+    checks.expect(&r2, "daemon-status-as-ha", 0, Some("\"initialised\":true"));
+    checks.expect_sha(&r2, "daemon-unseal-as-ha", b"the-secret");
+    checks.expect(&r2, "daemon-unseal-boot-as-ha", 4, None);
+    checks.expect(&r2, "daemon-unseal-as-other", 4, None);
+    checks.expect(&r2, "daemon-unseal-tampered-as-ha", 5, None);
+    for (key, label) in [
+        ("daemon-unseal", "through teed"),
+        ("direct-unseal", "direct"),
+    ] {
+        if let Some((n, ms)) = bench_value(&lines2, key) {
+            eprintln!(
+                "  info {label}: {n} x `teectl unseal`, mean {:.1} ms",
+                ms as f64 / n as f64
+            );
+        }
+    }
 
     if !xtests.is_empty() {
         let xboard = Board::fresh("xtest")?;
