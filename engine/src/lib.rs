@@ -66,6 +66,31 @@ pub enum StorageError {
     Corrupt,
 }
 
+/// Secure storage in memory: for tests, fuzzing and benchmarks. Nothing
+/// survives the value; never use it for real keys.
+#[derive(Clone, Default)]
+pub struct MemoryStorage {
+    record: Option<heapless::Vec<u8, 128>>,
+}
+
+impl SecureStorage for MemoryStorage {
+    fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
+        match &self.record {
+            None => Ok(None),
+            Some(r) => {
+                let dst = buf.get_mut(..r.len()).ok_or(StorageError::Corrupt)?;
+                dst.copy_from_slice(r);
+                Ok(Some(r.len()))
+            }
+        }
+    }
+
+    fn store(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        self.record = Some(heapless::Vec::from_slice(record).map_err(|_| StorageError::Io)?);
+        Ok(())
+    }
+}
+
 /// Internal failure reasons. These never cross the boundary as such; they
 /// are mapped onto wire [`Status`] codes by [`EngineError::status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,26 +2,9 @@
 //! always a well-formed response out, never a panic.
 #![no_main]
 
-use hakeys_engine::{Engine, Entropy, EntropyError, SecureStorage, StorageError};
+use hakeys_engine::{Engine, Entropy, EntropyError, MemoryStorage};
 use hakeys_proto::{decode_response, Opcode, MAX_MESSAGE_LEN, RESPONSE_HEADER_LEN, RESPONSE_MAGIC};
 use libfuzzer_sys::fuzz_target;
-
-struct Mem(Option<Vec<u8>>);
-impl SecureStorage for Mem {
-    fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
-        match &self.0 {
-            None => Ok(None),
-            Some(r) => {
-                buf.get_mut(..r.len()).ok_or(StorageError::Corrupt)?.copy_from_slice(r);
-                Ok(Some(r.len()))
-            }
-        }
-    }
-    fn store(&mut self, r: &[u8]) -> Result<(), StorageError> {
-        self.0 = Some(r.to_vec());
-        Ok(())
-    }
-}
 
 struct Counter(u8);
 impl Entropy for Counter {
@@ -35,7 +18,7 @@ impl Entropy for Counter {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut e = Engine::new(Mem(None), Counter(1));
+    let mut e = Engine::new(MemoryStorage::default(), Counter(1));
     let mut out = [0u8; MAX_MESSAGE_LEN];
     // Initialise first so that the stateful paths are reachable.
     let init = [b'H', b'K', b'R', b'Q', 1, 0, 0x01, 0x01];

@@ -7,33 +7,13 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hakeys_engine::{Engine, SecureStorage, StorageError};
+use hakeys_engine::{Engine, MemoryStorage};
 use hakeys_host::client::{Client, Transport, TransportError};
 use hakeys_host::sim::{OsEntropy, SimBackend};
 use hakeys_host::sim_storage::FrameStats;
 
-struct Mem(Option<Vec<u8>>);
-
-impl SecureStorage for Mem {
-    fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
-        match &self.0 {
-            None => Ok(None),
-            Some(r) => {
-                buf.get_mut(..r.len())
-                    .ok_or(StorageError::Corrupt)?
-                    .copy_from_slice(r);
-                Ok(Some(r.len()))
-            }
-        }
-    }
-    fn store(&mut self, r: &[u8]) -> Result<(), StorageError> {
-        self.0 = Some(r.to_vec());
-        Ok(())
-    }
-}
-
 /// The engine in-process over memory: the cost of the engine alone.
-struct InMemory(Engine<Mem, OsEntropy>);
+struct InMemory(Engine<MemoryStorage, OsEntropy>);
 
 impl Transport for InMemory {
     fn call(&mut self, req: &[u8], out: &mut [u8]) -> Result<usize, TransportError> {
@@ -98,7 +78,7 @@ fn main() {
     let secret = vec![0x5au8; 1024];
 
     // 1. The engine alone.
-    let mut mem = Client::new(InMemory(Engine::new(Mem(None), OsEntropy)));
+    let mut mem = Client::new(InMemory(Engine::new(MemoryStorage::default(), OsEntropy)));
     mem.init().unwrap_or_else(|e| fail(format!("init: {e}")));
     let blob = mem
         .seal("ha/core", &secret)
