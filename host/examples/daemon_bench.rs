@@ -315,8 +315,8 @@ fn main() {
     }
     if a.backend == BackendKind::Sim {
         out.push_str(
-            "| through teed in QEMU (OP-TEE TA) | — | — | — | — | not measured yet: \
-             `daemon_bench --backend tee` in the guest (issue #4) | | |\n",
+            "\nThrough teed on the real TEE (QEMU target, one `teectl` process per \
+             request): see [BENCHMARKS-qemu.md](BENCHMARKS-qemu.md).\n",
         );
     }
 
