@@ -414,7 +414,7 @@ impl CrashHandle {
                 _ => {
                     // Each 512-byte sector independently reached the medium.
                     for (i, chunk) in bytes.chunks(512).enumerate() {
-                        if next(&mut seed) % 2 == 0 {
+                        if next(&mut seed).is_multiple_of(2) {
                             let off = offset + (i as u64) * 512;
                             let _ = write_into(&mut img, off, chunk);
                         }

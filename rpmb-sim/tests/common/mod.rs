@@ -9,7 +9,7 @@ pub const KEY: [u8; 32] = [0x11; 32];
 pub const OTHER_KEY: [u8; 32] = [0x22; 32];
 
 pub fn hex_decode(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
+    assert!(s.len().is_multiple_of(2), "odd hex length");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
