@@ -73,6 +73,13 @@ pub struct MemoryStorage {
     record: Option<heapless::Vec<u8, 128>>,
 }
 
+impl MemoryStorage {
+    /// The stored record, if any (tests inspect and corrupt it).
+    pub fn record_mut(&mut self) -> Option<&mut [u8]> {
+        self.record.as_mut().map(|r| r.as_mut_slice())
+    }
+}
+
 impl SecureStorage for MemoryStorage {
     fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
         match &self.record {

@@ -30,32 +30,31 @@ impl Entropy for TestEntropy {
     }
 }
 
-/// In-memory storage; `fail_next_store` simulates a store that did not happen.
+/// In-memory storage that counts stores; `fail_next_store` simulates a
+/// store that did not happen.
 #[derive(Default, Clone)]
 pub(crate) struct MemStorage {
-    record: Option<StdVec<u8>>,
+    inner: MemoryStorage,
     fail_next_store: bool,
     stores: usize,
 }
 
+impl MemStorage {
+    fn record(&mut self) -> Option<StdVec<u8>> {
+        self.inner.record_mut().map(|r| r.to_vec())
+    }
+}
+
 impl SecureStorage for MemStorage {
     fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
-        match &self.record {
-            None => Ok(None),
-            Some(r) => {
-                let dst = buf.get_mut(..r.len()).ok_or(StorageError::Corrupt)?;
-                dst.copy_from_slice(r);
-                Ok(Some(r.len()))
-            }
-        }
+        self.inner.load(buf)
     }
     fn store(&mut self, record: &[u8]) -> Result<(), StorageError> {
         if std::mem::take(&mut self.fail_next_store) {
             return Err(StorageError::Io);
         }
         self.stores += 1;
-        self.record = Some(record.to_vec());
-        Ok(())
+        self.inner.store(record)
     }
 }
 
@@ -552,7 +551,7 @@ fn not_initialised_and_idempotent_init() {
     assert_eq!(call(&mut e, seal_req), Err(Status::NotInitialised));
     assert!(call(&mut e, Request::Init).is_ok());
     let blob = seal(&mut e, "ha/core", b"keep");
-    let before = e.storage_mut().record.clone();
+    let before = e.storage_mut().record();
     assert_eq!(
         call(&mut e, Request::Init),
         Ok(Response::Init(InitResponse {
@@ -561,7 +560,7 @@ fn not_initialised_and_idempotent_init() {
         }))
     );
     assert_eq!(
-        e.storage_mut().record,
+        e.storage_mut().record(),
         before,
         "init on an initialised device changed the state"
     );
@@ -598,7 +597,7 @@ fn a_failed_store_changes_nothing() {
 fn corrupt_storage_is_reported_not_trusted() {
     let mut e = engine(60);
     let mut storage = e.storage_mut().clone();
-    if let Some(r) = storage.record.as_mut() {
+    if let Some(r) = storage.inner.record_mut() {
         r[0] = 9;
     }
     let mut e2 = Engine::new(storage, TestEntropy(61));

@@ -280,6 +280,18 @@ impl Shared {
         )
     }
 
+    /// The run-time rule for a namespaced operation: never `boot/`, then
+    /// whatever the policy grants this caller.
+    fn authorize(policy: &Policy, caller: Caller, op: Op, ns: &str) -> Result<(), (Code, String)> {
+        if namespace::is_boot(ns) {
+            return Err(boot_refused());
+        }
+        if !policy.allows(caller, op, Some(ns)) {
+            return Err(Self::denied(caller, op, Some(ns)));
+        }
+        Ok(())
+    }
+
     fn engine(&self, job: Job) -> Result<Answer, (Code, String)> {
         self.engine.call(job).map_err(|f| (f.code, f.message))
     }
@@ -320,12 +332,7 @@ impl Shared {
                 }
             }
             Request::Seal(s) => {
-                if namespace::is_boot(&s.namespace) {
-                    return Err(boot_refused());
-                }
-                if !policy.allows(caller, Op::Seal, Some(&s.namespace)) {
-                    return Err(Self::denied(caller, Op::Seal, Some(&s.namespace)));
-                }
+                Self::authorize(policy, caller, Op::Seal, &s.namespace)?;
                 match self.engine(Job::Seal {
                     namespace: s.namespace,
                     plaintext: s.plaintext,
@@ -344,12 +351,7 @@ impl Shared {
                         Status::NamespaceMismatch.message().into(),
                     ));
                 }
-                if namespace::is_boot(&u.blob_namespace) {
-                    return Err(boot_refused());
-                }
-                if !policy.allows(caller, Op::Unseal, Some(&u.blob_namespace)) {
-                    return Err(Self::denied(caller, Op::Unseal, Some(&u.blob_namespace)));
-                }
+                Self::authorize(policy, caller, Op::Unseal, &u.blob_namespace)?;
                 // The engine is told the namespace policy allowed, and
                 // checks the authenticated header against it.
                 match self.engine(Job::Unseal {
