@@ -4,8 +4,8 @@
 use std::vec::Vec as StdVec;
 
 use hakeys_proto::{
-    self as proto, AttestRequest, Request, Response, RetireRequest, RewrapRequest, SealRequest,
-    Status, UnsealRequest,
+    self as proto, AttestRequest, BlobBytes, Request, Response, RetireRequest, RewrapRequest,
+    SealRequest, Status, UnsealRequest,
 };
 use p256::SecretKey;
 
@@ -285,18 +285,23 @@ fn golden_device_blob() {
     assert_eq!(&out[..], b"hunter2");
 }
 
-#[test]
-fn golden_to_device_blob() {
-    let dev = SecretKey::from_slice(&h(DEVICE_SK)).unwrap();
+/// The to-device blob of the golden fixture: fixed ephemeral key and salt.
+fn to_device_fixture(dev: &SecretKey) -> BlobBytes {
     let eph = SecretKey::from_slice(&h(EPHEMERAL_SK)).unwrap();
-    let b = blob::seal_to_device_with(
+    blob::seal_to_device_with(
         &dev.public_key(),
         "addon/mqtt",
         b"mqtt-password",
         &eph,
         &SALT,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn golden_to_device_blob() {
+    let dev = SecretKey::from_slice(&h(DEVICE_SK)).unwrap();
+    let b = to_device_fixture(&dev);
     golden("blob_to_device_v1", &b);
     let p = blob::parse(&b).unwrap();
     assert_eq!((p.kind, p.epoch), (blob::Kind::ToDevice, 0));
@@ -727,15 +732,7 @@ fn an_independent_implementation_reads_and_writes_the_formats() {
         hex::encode(b"hunter2")
     );
 
-    let eph = SecretKey::from_slice(&h(EPHEMERAL_SK)).unwrap();
-    let b = blob::seal_to_device_with(
-        &dev.public_key(),
-        "addon/mqtt",
-        b"mqtt-password",
-        &eph,
-        &SALT,
-    )
-    .unwrap();
+    let b = to_device_fixture(&dev);
     assert_eq!(
         reference(&["open-to-device", DEVICE_SK, &hex::encode(&b)]),
         hex::encode(b"mqtt-password")

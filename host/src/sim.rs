@@ -78,15 +78,7 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    // /proc/self/status is readable without unsafe code.
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
+    rustix::process::geteuid().is_root()
 }
 
 /// The current boot's id.

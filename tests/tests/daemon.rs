@@ -82,19 +82,19 @@ struct Users {
     other: User,
 }
 
-/// The test users, or `None` (and a note) when not running as root.
-fn users() -> Option<Users> {
+/// The test users (created if missing).
+fn users() -> Users {
     // Not a silent skip: these tests need real users, so they need root.
     assert!(
         is_root(),
         "the daemon tests create users and run callers as them: run them as root (CI does)"
     );
-    Some(Users {
+    Users {
         ha: user("hakeys-t-ha"),
         addon1: user("hakeys-t-addon1"),
         addon2: user("hakeys-t-addon2"),
         other: user("hakeys-t-other"),
-    })
+    }
 }
 
 // --------------------------------------------------------------- daemon --
@@ -493,7 +493,7 @@ fn standard_policy(u: &Users, extra: &str) -> String {
 
 #[test]
 fn callers_outside_the_policy_are_refused() {
-    let Some(u) = users() else { return };
+    let u = users();
     let d = Daemon::new(&standard_policy(&u, ""));
     let blob = String::from_utf8(ok(d.py(&u.ha, &["seal", "ha/core"], b"ha-secret"))).unwrap();
     assert!(blob.starts_with("hakeys:v1:"));
@@ -535,7 +535,7 @@ fn callers_outside_the_policy_are_refused() {
 
 #[test]
 fn an_addon_cannot_unseal_another_addons_blob() {
-    let Some(u) = users() else { return };
+    let u = users();
     let mut d = Daemon::new(&standard_policy(&u, ""));
     // A boot secret sealed by a boot unit (directly, before teed started).
     d.kill9();
@@ -584,7 +584,7 @@ fn an_addon_cannot_unseal_another_addons_blob() {
 
 #[test]
 fn policy_reload_takes_effect_without_dropping_connections() {
-    let Some(u) = users() else { return };
+    let u = users();
     let base = |addon2: bool| {
         policy_with(
             &format!(
@@ -645,7 +645,7 @@ fn policy_reload_takes_effect_without_dropping_connections() {
 
 #[test]
 fn bad_requests_get_errors_and_others_keep_being_served() {
-    let Some(u) = users() else { return };
+    let u = users();
     let policy = policy_with(
         &format!(
             "{}{}",
@@ -758,7 +758,7 @@ fn bad_requests_get_errors_and_others_keep_being_served() {
 
 #[test]
 fn a_caller_that_disconnects_mid_request_costs_nothing() {
-    let Some(u) = users() else { return };
+    let u = users();
     let policy = policy_with(
         &format!(
             "{}{}",
@@ -833,7 +833,7 @@ fn a_caller_that_disconnects_mid_request_costs_nothing() {
 
 #[test]
 fn the_daemon_killed_and_restarted_loses_nothing() {
-    let Some(u) = users() else { return };
+    let u = users();
     let policy = policy_with(
         &rule(0, &["ha/*"], &ALL_OPS),
         "requests_per_second = 100000\nburst = 100000",
@@ -915,7 +915,7 @@ fn the_daemon_killed_and_restarted_loses_nothing() {
 
 #[test]
 fn failed_unseals_are_slowed_then_refused_without_starving_others() {
-    let Some(u) = users() else { return };
+    let u = users();
     let limits = "requests_per_second = 100000\nburst = 100000\nfailed_unseals_free = 3\n\
                   failed_unseal_backoff_ms = 500\nfailed_unseals_lockout = 6\nlockout_seconds = 5";
     let rules = format!(
@@ -1005,7 +1005,7 @@ fn failed_unseals_are_slowed_then_refused_without_starving_others() {
 
 #[test]
 fn teectl_goes_through_the_daemon() {
-    let Some(u) = users() else { return };
+    let u = users();
     let mut d = Daemon::new(&standard_policy(&u, ""));
     d.kill9();
     let pem_direct = ok(d.direct(&["pubkey"], b""));
@@ -1082,7 +1082,7 @@ fn teectl_goes_through_the_daemon() {
 
 #[test]
 fn socket_activation_by_systemd() {
-    let Some(u) = users() else { return };
+    let u = users();
     let activate = Path::new("/usr/bin/systemd-socket-activate");
     assert!(
         activate.exists(),
@@ -1150,7 +1150,7 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn load_32_concurrent_callers_for_a_fixed_time_without_errors() {
-    let Some(_u) = users() else { return };
+    let _u = users();
     let policy = policy_with(
         &rule(0, &["ha/*"], &ALL_OPS),
         "requests_per_second = 1000000\nburst = 1000000\nmax_connections = 128\nmax_connections_per_uid = 128",

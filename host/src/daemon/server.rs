@@ -543,18 +543,13 @@ fn serve(shared: &Shared, stream: UnixStream, peer: Peer) {
     loop {
         let limits = shared.policy().limits;
         let connection_error = |code: Code, message: &str| {
-            shared.audit(
-                peer,
-                &Audit {
-                    op: None,
-                    ns: None,
-                    code,
-                    suppressed: 0,
-                },
-            );
-            write_response(
+            audit_and_answer(
+                shared,
                 &stream,
-                &protocol::encode_error(code, message, None),
+                peer,
+                code,
+                message,
+                None,
                 limits.request_timeout,
             );
         };
@@ -599,6 +594,31 @@ fn serve(shared: &Shared, stream: UnixStream, peer: Peer) {
     }
 }
 
+/// A failure that concerns the connection, not one operation: one audit
+/// line and one error response.
+fn audit_and_answer(
+    shared: &Shared,
+    stream: &UnixStream,
+    peer: Peer,
+    code: Code,
+    message: &str,
+    retry_after_ms: Option<u64>,
+    timeout: Duration,
+) {
+    let audit = Audit {
+        op: None,
+        ns: None,
+        code,
+        suppressed: 0,
+    };
+    shared.audit(peer, &audit);
+    write_response(
+        stream,
+        &protocol::encode_error(code, message, retry_after_ms),
+        timeout,
+    );
+}
+
 /// Turn a connection away at the door with one response line.
 fn refuse(shared: &Shared, stream: &UnixStream, peer: Peer, r: Refusal) {
     let (code, message) = match r {
@@ -612,18 +632,13 @@ fn refuse(shared: &Shared, stream: &UnixStream, peer: Peer, r: Refusal) {
         ),
         Refusal::RateLimited(_) => (Code::RateLimited, "too many requests; slow down"),
     };
-    shared.audit(
-        peer,
-        &Audit {
-            op: None,
-            ns: None,
-            code,
-            suppressed: 0,
-        },
-    );
-    write_response(
+    audit_and_answer(
+        shared,
         stream,
-        &protocol::encode_error(code, message, Some(RETRY_AFTER_MS)),
+        peer,
+        code,
+        message,
+        Some(RETRY_AFTER_MS),
         Duration::from_millis(100),
     );
 }
