@@ -46,6 +46,21 @@ pub enum AttestError {
     BadChallenge,
 }
 
+impl core::fmt::Display for AttestError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            AttestError::Malformed => f.write_str("not attestation evidence of a known version"),
+            AttestError::ChallengeMismatch => f.write_str("the evidence answers another challenge"),
+            AttestError::BadSignature => f.write_str("the evidence signature does not verify"),
+            AttestError::BadChallenge => {
+                write!(f, "the challenge must be 1 to {MAX_CHALLENGE_LEN} bytes")
+            }
+        }
+    }
+}
+
+impl core::error::Error for AttestError {}
+
 /// Build signed evidence for `challenge`.
 pub fn sign(
     device_key: &SecretKey,
@@ -88,23 +103,28 @@ pub fn verify(
     if evidence.len() > MAX_EVIDENCE_LEN || evidence.len() < 6 + SIGNATURE_LEN {
         return Err(AttestError::Malformed);
     }
-    let (signed, sig) = evidence.split_at(evidence.len() - SIGNATURE_LEN);
-    if signed[..4] != EVIDENCE_MAGIC || signed[4] != EVIDENCE_VERSION {
+    let (signed, sig) = evidence
+        .split_last_chunk::<SIGNATURE_LEN>()
+        .ok_or(AttestError::Malformed)?;
+    let (head, rest) = signed
+        .split_first_chunk::<6>()
+        .ok_or(AttestError::Malformed)?;
+    let [m0, m1, m2, m3, version, clen] = *head;
+    if [m0, m1, m2, m3] != EVIDENCE_MAGIC || version != EVIDENCE_VERSION {
         return Err(AttestError::Malformed);
     }
-    let clen = usize::from(signed[5]);
-    if signed.len() != 6 + clen + 12 {
-        return Err(AttestError::Malformed);
-    }
-    let got_challenge = &signed[6..6 + clen];
-    let tail = &signed[6 + clen..];
-    let word = |i: usize| u32::from_be_bytes([tail[i], tail[i + 1], tail[i + 2], tail[i + 3]]);
+    let (got_challenge, tail) = rest
+        .split_at_checked(usize::from(clen))
+        .ok_or(AttestError::Malformed)?;
+    // Exactly the three claim words follow the challenge.
+    let tail: &[u8; 12] = tail.try_into().map_err(|_| AttestError::Malformed)?;
+    let [e0, e1, e2, e3, p0, p1, p2, p3, f0, f1, f2, f3] = *tail;
     let claims = Claims {
-        engine_version: word(0),
-        epoch: word(4),
-        min_epoch: word(8),
+        engine_version: u32::from_be_bytes([e0, e1, e2, e3]),
+        epoch: u32::from_be_bytes([p0, p1, p2, p3]),
+        min_epoch: u32::from_be_bytes([f0, f1, f2, f3]),
     };
-    let sig = Signature::from_slice(sig).map_err(|_| AttestError::BadSignature)?;
+    let sig = Signature::from_slice(sig.as_slice()).map_err(|_| AttestError::BadSignature)?;
     VerifyingKey::from(device)
         .verify(signed, &sig)
         .map_err(|_| AttestError::BadSignature)?;

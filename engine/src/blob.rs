@@ -64,6 +64,21 @@ pub enum BlobError {
     Empty,
 }
 
+impl core::fmt::Display for BlobError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BlobError::Malformed => f.write_str("not a valid sealed blob"),
+            BlobError::UnsupportedVersion(v) => write!(f, "unsupported blob format version {v}"),
+            BlobError::Unauthentic => f.write_str("the blob does not authenticate"),
+            BlobError::TooLarge => f.write_str("blob or secret over its size limit"),
+            BlobError::InvalidNamespace => f.write_str("invalid namespace"),
+            BlobError::Empty => f.write_str("empty secret"),
+        }
+    }
+}
+
+impl core::error::Error for BlobError {}
+
 impl From<CryptoError> for BlobError {
     fn from(_: CryptoError) -> Self {
         BlobError::Unauthentic
@@ -97,8 +112,12 @@ impl<'a> Reader<'a> {
         self.pos = end;
         Ok(s)
     }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], BlobError> {
+        self.take(N)?.try_into().map_err(|_| BlobError::Malformed)
+    }
     fn u8(&mut self) -> Result<u8, BlobError> {
-        Ok(self.take(1)?[0])
+        let [b] = self.array()?;
+        Ok(b)
     }
 }
 
@@ -128,8 +147,7 @@ pub fn parse(blob: &[u8]) -> Result<Parsed<'_>, BlobError> {
     if !namespace::is_valid(namespace) {
         return Err(BlobError::Malformed);
     }
-    let e = r.take(4)?;
-    let epoch = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+    let epoch = u32::from_be_bytes(r.array()?);
     let salt = r.take(SALT_LEN)?;
     let ephemeral = match kind {
         Kind::Device if epoch == 0 => return Err(BlobError::Malformed),
@@ -137,8 +155,7 @@ pub fn parse(blob: &[u8]) -> Result<Parsed<'_>, BlobError> {
         Kind::ToDevice if epoch != 0 => return Err(BlobError::Malformed),
         Kind::ToDevice => Some(r.take(PUBKEY_LEN)?),
     };
-    let aad = &blob[..r.pos];
-    let rest = &blob[r.pos..];
+    let (aad, rest) = blob.split_at_checked(r.pos).ok_or(BlobError::Malformed)?;
     let ct_len = rest
         .len()
         .checked_sub(TAG_LEN)
@@ -149,7 +166,7 @@ pub fn parse(blob: &[u8]) -> Result<Parsed<'_>, BlobError> {
     if ct_len > MAX_SECRET_LEN {
         return Err(BlobError::TooLarge);
     }
-    let (ciphertext, tag) = rest.split_at(ct_len);
+    let (ciphertext, tag) = rest.split_at_checked(ct_len).ok_or(BlobError::Malformed)?;
     Ok(Parsed {
         kind,
         namespace,

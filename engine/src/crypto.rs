@@ -22,6 +22,14 @@ pub const TAG_LEN: usize = 16;
 #[derive(Debug, PartialEq, Eq)]
 pub struct CryptoError;
 
+impl core::fmt::Display for CryptoError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("cryptographic operation failed")
+    }
+}
+
+impl core::error::Error for CryptoError {}
+
 /// HKDF-SHA256(salt, ikm) expanded over the concatenation of `info` parts
 /// into `okm`.
 pub fn hkdf_sha256(
@@ -46,8 +54,9 @@ pub(crate) fn derive_key_nonce(
 }
 
 fn cipher(kn: &KeyNonce) -> Result<(Aes256Gcm, Nonce<Aes256Gcm>), CryptoError> {
-    let c = Aes256Gcm::new_from_slice(&kn[..32]).map_err(|_| CryptoError)?;
-    let n = Nonce::<Aes256Gcm>::try_from(&kn[32..44]).map_err(|_| CryptoError)?;
+    let (key, nonce) = kn.split_first_chunk::<32>().ok_or(CryptoError)?;
+    let c = Aes256Gcm::new_from_slice(key).map_err(|_| CryptoError)?;
+    let n = Nonce::<Aes256Gcm>::try_from(nonce).map_err(|_| CryptoError)?;
     Ok((c, n))
 }
 

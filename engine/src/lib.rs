@@ -9,7 +9,8 @@
 //! Formats (state record, sealed blob, attestation evidence) are specified in
 //! `engine/SPEC.md`.
 #![no_std]
-#![forbid(unsafe_code)]
+// Lints: `Cargo.toml` [lints] (no unsafe; no unwrap, expect, indexing or
+// panic outside tests: a panic in the TA kills the service).
 
 #[cfg(test)]
 extern crate std;
@@ -47,6 +48,14 @@ pub trait Entropy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntropyError;
 
+impl core::fmt::Display for EntropyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("the entropy source failed")
+    }
+}
+
+impl core::error::Error for EntropyError {}
+
 /// Where the engine keeps its one state record. Implementations must make
 /// [`SecureStorage::store`] atomic: after a crash at any point, a following
 /// [`SecureStorage::load`] returns either the previous record or the new one.
@@ -65,6 +74,17 @@ pub enum StorageError {
     /// What was read fails its integrity or freshness check.
     Corrupt,
 }
+
+impl core::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            StorageError::Io => "secure storage could not be read or written",
+            StorageError::Corrupt => "secure storage failed its integrity or freshness check",
+        })
+    }
+}
+
+impl core::error::Error for StorageError {}
 
 /// Secure storage in memory: for tests, fuzzing and benchmarks. Nothing
 /// survives the value; never use it for real keys.
@@ -138,6 +158,36 @@ impl EngineError {
     }
 }
 
+/// Says what failed, never with request data or key material; the wrapped
+/// blob or storage error is the [`source`](core::error::Error::source).
+impl core::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            EngineError::NotInitialised => "device not initialised",
+            EngineError::InvalidNamespace => "invalid namespace",
+            EngineError::InvalidArgument => "invalid argument",
+            EngineError::TooLarge => "input too large",
+            EngineError::BootLocked => "boot/ namespaces are locked until the next boot",
+            EngineError::EpochRetired => "the blob's key epoch has been retired",
+            EngineError::NamespaceMismatch => "the blob belongs to another namespace",
+            EngineError::Blob(_) => "blob rejected",
+            EngineError::Storage(_) => "secure storage failed",
+            EngineError::Entropy => "the entropy source failed",
+            EngineError::Internal => "internal error in the key engine",
+        })
+    }
+}
+
+impl core::error::Error for EngineError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            EngineError::Blob(e) => Some(e),
+            EngineError::Storage(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl From<StorageError> for EngineError {
     fn from(e: StorageError) -> Self {
         EngineError::Storage(e)
@@ -194,10 +244,8 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
     /// failure becomes an error response. `out` must hold at least
     /// [`proto::MAX_MESSAGE_LEN`] bytes for every response to fit.
     pub fn handle(&mut self, request: &[u8], out: &mut [u8]) -> usize {
-        let raw_opcode = request
-            .get(6..8)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .unwrap_or(0);
+        // Echoed in an error response even when the request is not understood.
+        let raw_opcode = proto::request_opcode_raw(request).unwrap_or(0);
         let result = match proto::decode_request(request) {
             Ok(mut req) => {
                 let r = self.execute(&req);

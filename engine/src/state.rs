@@ -28,6 +28,14 @@ pub struct State {
 #[derive(Debug, PartialEq, Eq)]
 pub struct CorruptState;
 
+impl core::fmt::Display for CorruptState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("the stored state record does not decode")
+    }
+}
+
+impl core::error::Error for CorruptState {}
+
 impl State {
     /// The current epoch (new blobs are sealed under it).
     pub fn epoch(&self) -> u32 {

@@ -689,15 +689,50 @@ fn garbage_requests_get_error_responses() {
     for (msg, want) in cases {
         let n = e.handle(msg, &mut out);
         assert_eq!(n, proto::RESPONSE_HEADER_LEN);
-        assert_eq!(u16::from_le_bytes([out[8], out[9]]), want as u16, "{msg:?}");
+        assert_eq!(proto::response_status(&out[..n]), Ok(want), "{msg:?}");
     }
     let big = std::vec![0u8; proto::MAX_MESSAGE_LEN + 1];
     let n = e.handle(&big, &mut out);
-    assert_eq!(
-        u16::from_le_bytes([out[8], out[9]]),
-        Status::BadMessage as u16
-    );
+    assert_eq!(proto::response_status(&out[..n]), Ok(Status::BadMessage));
     assert_eq!(n, proto::RESPONSE_HEADER_LEN);
+    // The request's opcode field is echoed even when the header is bad, so
+    // the caller can tell what the refusal answers.
+    let n = e.handle(b"XXXX\x01\x00\x01\x02", &mut out);
+    assert_eq!(
+        proto::decode_response(&out[..n], proto::Opcode::Seal),
+        Ok(Err(Status::BadMessage))
+    );
+}
+
+#[test]
+fn errors_display_and_chain() {
+    use core::error::Error;
+    fn shown<E: Error>(e: &E) -> std::string::String {
+        std::format!("{e}")
+    }
+    let blob = EngineError::Blob(blob::BlobError::UnsupportedVersion(9));
+    assert_eq!(shown(&blob), "blob rejected");
+    assert_eq!(
+        blob.source().map(|s| std::format!("{s}")).as_deref(),
+        Some("unsupported blob format version 9")
+    );
+    let storage = EngineError::from(StorageError::Corrupt);
+    assert_eq!(
+        storage.source().map(|s| std::format!("{s}")),
+        Some(shown(&StorageError::Corrupt))
+    );
+    assert!(EngineError::Internal.source().is_none());
+    for s in [
+        shown(&EntropyError),
+        shown(&StorageError::Io),
+        shown(&EngineError::NotInitialised),
+        shown(&blob::BlobError::Unauthentic),
+        shown(&attest::AttestError::BadChallenge),
+        shown(&crypto::CryptoError),
+        shown(&state::CorruptState),
+    ] {
+        assert!(!s.is_empty());
+    }
 }
 
 // ---------------------------------------------------------------- second implementation

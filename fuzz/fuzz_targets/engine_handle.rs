@@ -3,7 +3,10 @@
 #![no_main]
 
 use hakeys_engine::{Engine, Entropy, EntropyError, MemoryStorage};
-use hakeys_proto::{decode_response, Opcode, MAX_MESSAGE_LEN, RESPONSE_HEADER_LEN, RESPONSE_MAGIC};
+use hakeys_proto::{
+    decode_response, request_opcode_raw, response_status, Opcode, MAX_MESSAGE_LEN,
+    RESPONSE_HEADER_LEN,
+};
 use libfuzzer_sys::fuzz_target;
 
 struct Counter(u8);
@@ -27,8 +30,9 @@ fuzz_target!(|data: &[u8]| {
     for msg in data.split(|b| *b == 0xF7) {
         let n = e.handle(msg, &mut out);
         assert!(n >= RESPONSE_HEADER_LEN && n <= MAX_MESSAGE_LEN);
-        assert_eq!(out[..4], RESPONSE_MAGIC);
-        if let Some(op) = Opcode::from_u16(u16::from_le_bytes([out[6], out[7]])) {
+        response_status(&out[..n]).expect("the engine's response header is valid");
+        // The response echoes the request's opcode; a known one decodes.
+        if let Some(op) = request_opcode_raw(msg).and_then(Opcode::from_u16) {
             decode_response(&out[..n], op).expect("the engine's responses decode");
         }
     }

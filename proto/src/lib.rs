@@ -16,8 +16,17 @@
 //! Decoding is strict: the length is bounded before anything is parsed, the
 //! magic, version and reserved byte must match exactly, unknown opcodes are
 //! rejected, and a body must be consumed to its last byte.
+//!
+//! The status codes and the operations (number, name, request body, response
+//! body) are each declared once, in the two tables below; the enums, their
+//! name and number look-ups, the codec and the [`Call`] pairing of every
+//! request with its response are generated from them.
 #![no_std]
-#![forbid(unsafe_code)]
+// Lints: `Cargo.toml` [lints] (no unsafe; no unwrap, expect, indexing or
+// panic outside tests: a panic in the TA kills the service).
+
+#[macro_use]
+mod declare;
 
 use heapless::{String, Vec};
 use serde::{Deserialize, Serialize};
@@ -70,155 +79,122 @@ pub type Secret = Vec<u8, MAX_SECRET_LEN>;
 /// A sealed blob's bytes.
 pub type BlobBytes = Vec<u8, MAX_BLOB_LEN>;
 
-/// Operation numbers, grouped by subsystem in the high byte:
-/// `0x00` service, `0x01` lifecycle, `0x02` sealing, `0x03` device identity.
-#[repr(u16)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Opcode {
-    Ping = 0x0001,
-    Status = 0x0002,
-    Init = 0x0101,
-    Rotate = 0x0102,
-    Retire = 0x0103,
-    BootDone = 0x0104,
-    Seal = 0x0201,
-    Unseal = 0x0202,
-    Rewrap = 0x0203,
-    Pubkey = 0x0301,
-    Attest = 0x0302,
-}
-
-impl Opcode {
-    /// Every opcode, in numeric order.
-    pub const ALL: [Opcode; 11] = [
-        Opcode::Ping,
-        Opcode::Status,
-        Opcode::Init,
-        Opcode::Rotate,
-        Opcode::Retire,
-        Opcode::BootDone,
-        Opcode::Seal,
-        Opcode::Unseal,
-        Opcode::Rewrap,
-        Opcode::Pubkey,
-        Opcode::Attest,
-    ];
-
-    /// The opcode with this number, if there is one.
-    pub fn from_u16(v: u16) -> Option<Opcode> {
-        Opcode::ALL.iter().copied().find(|op| *op as u16 == v)
-    }
-
-    /// A stable lower-case name, for logs and audit lines.
-    pub fn name(self) -> &'static str {
-        match self {
-            Opcode::Ping => "ping",
-            Opcode::Status => "status",
-            Opcode::Init => "init",
-            Opcode::Rotate => "rotate",
-            Opcode::Retire => "retire",
-            Opcode::BootDone => "boot-done",
-            Opcode::Seal => "seal",
-            Opcode::Unseal => "unseal",
-            Opcode::Rewrap => "rewrap",
-            Opcode::Pubkey => "pubkey",
-            Opcode::Attest => "attest",
-        }
-    }
-}
-
-/// Stable status codes carried in every response. Numbers never change
-/// meaning; new codes are only ever appended.
-#[repr(u16)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Ok = 0,
+// The status codes: variant = number, then the stable snake_case name
+// (`Status::name`, part of the daemon's public wire contract, see
+// `docs/daemon.md`), then the message for a person. Numbers never change
+// meaning; new codes are only ever appended.
+status_table! {
+    /// Success.
+    Ok = 0, "ok", "ok";
     /// The message could not be decoded: bad magic, reserved byte not zero,
     /// truncated, trailing bytes, over the size limit, a field over its bound.
-    BadMessage = 1,
+    BadMessage = 1, "bad_message", "malformed message";
     /// The header names a protocol version this side does not speak.
-    UnsupportedVersion = 2,
+    UnsupportedVersion = 2, "unsupported_version", "unsupported protocol version";
     /// The header names an opcode this side does not know.
-    UnknownOpcode = 3,
+    UnknownOpcode = 3, "unknown_opcode", "unknown operation";
     /// The device holds no root key yet (`init` has not been run).
-    NotInitialised = 4,
+    NotInitialised = 4, "not_initialised", "device not initialised (run `teectl init`)";
     /// The namespace label is not valid (length or character set).
-    InvalidNamespace = 5,
+    InvalidNamespace = 5, "invalid_namespace",
+        "invalid namespace (1-64 chars of a-z 0-9 . _ -, segments separated by /)";
     /// A secret or other field is longer than allowed.
-    TooLarge = 6,
+    TooLarge = 6, "too_large", "input too large";
     /// A well-formed request whose values make no sense (e.g. an empty
     /// secret, retiring above the current epoch).
-    InvalidArgument = 7,
+    InvalidArgument = 7, "invalid_argument", "invalid argument";
     /// The namespace is under `boot/` and the boot phase is over.
-    BootLocked = 8,
+    BootLocked = 8, "boot_locked", "refused: boot/ namespaces are locked until the next boot";
     /// The blob's epoch is below the oldest epoch still accepted.
-    EpochRetired = 9,
+    EpochRetired = 9, "epoch_retired", "refused: the blob's key epoch has been retired";
     /// The blob cannot be opened: malformed, tampered, sealed by another
     /// device or under another key. Deliberately says no more.
-    BlobRejected = 10,
+    BlobRejected = 10, "blob_rejected",
+        "blob rejected: tampered, corrupted, or sealed for another device or key";
     /// The blob's namespace is not the one the caller was allowed to open.
-    NamespaceMismatch = 11,
+    NamespaceMismatch = 11, "namespace_mismatch", "refused: the blob belongs to another namespace";
     /// Secure storage could not be read or written.
-    StorageFailure = 12,
+    StorageFailure = 12, "storage_failure", "secure storage failure";
     /// Secure storage holds state that fails its integrity check.
-    StorageCorrupt = 13,
+    StorageCorrupt = 13, "storage_corrupt", "secure storage failed its integrity check";
     /// The engine failed in a way that is not the caller's fault.
-    Internal = 14,
+    Internal = 14, "internal", "internal error in the key engine";
     /// The engine is busy; the request may be retried.
-    Busy = 15,
+    Busy = 15, "busy", "key engine busy, try again";
 }
 
-impl Status {
-    /// Every status, in numeric order.
-    pub const ALL: [Status; 16] = [
-        Status::Ok,
-        Status::BadMessage,
-        Status::UnsupportedVersion,
-        Status::UnknownOpcode,
-        Status::NotInitialised,
-        Status::InvalidNamespace,
-        Status::TooLarge,
-        Status::InvalidArgument,
-        Status::BootLocked,
-        Status::EpochRetired,
-        Status::BlobRejected,
-        Status::NamespaceMismatch,
-        Status::StorageFailure,
-        Status::StorageCorrupt,
-        Status::Internal,
-        Status::Busy,
-    ];
+// The operations, in numeric order. `(T)` is a body carried by the enum
+// variant and postcard-encoded on the wire; a bare request name is a unit
+// struct (no body; the variant has none either); `()` is an empty response.
+// Numbers are never reused; `proto/SPEC.md` describes each operation.
+operation_table! {
+    // 0x00: service
+    /// Liveness and versions.
+    Ping = 0x0001, "ping" => PingRequest -> (PingResponse);
+    /// Engine version, epochs, boot lock; works before `init`.
+    Status = 0x0002, "status" => StatusRequest -> (StatusResponse);
+    // 0x01: lifecycle
+    /// Create the root key, device key and first epoch, once.
+    Init = 0x0101, "init" => InitRequest -> (InitResponse);
+    /// Make `epoch + 1` the current epoch.
+    Rotate = 0x0102, "rotate" => RotateRequest -> (EpochResponse);
+    /// Raise the oldest accepted epoch.
+    Retire = 0x0103, "retire" => (RetireRequest) -> (EpochResponse);
+    /// End the boot phase: `boot/` namespaces lock until the next boot.
+    BootDone = 0x0104, "boot-done" => BootDoneRequest -> ();
+    // 0x02: sealing
+    /// Encrypt a secret for a namespace.
+    Seal = 0x0201, "seal" => (SealRequest) -> (BlobResponse);
+    /// Open a blob.
+    Unseal = 0x0202, "unseal" => (UnsealRequest) -> (UnsealResponse);
+    /// Re-seal a blob under the current epoch inside the engine.
+    Rewrap = 0x0203, "rewrap" => (RewrapRequest) -> (BlobResponse);
+    // 0x03: device identity
+    /// The device public key.
+    Pubkey = 0x0301, "pubkey" => PubkeyRequest -> (PubkeyResponse);
+    /// Sign a challenge with the device key.
+    Attest = 0x0302, "attest" => (AttestRequest) -> (AttestResponse);
+}
 
-    /// The status with this number, if there is one.
-    pub fn from_u16(v: u16) -> Option<Status> {
-        Status::ALL.iter().copied().find(|s| *s as u16 == v)
-    }
-
-    /// One line for a person; never contains request data.
-    pub fn message(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::BadMessage => "malformed message",
-            Status::UnsupportedVersion => "unsupported protocol version",
-            Status::UnknownOpcode => "unknown operation",
-            Status::NotInitialised => "device not initialised (run `teectl init`)",
-            Status::InvalidNamespace => {
-                "invalid namespace (1-64 chars of a-z 0-9 . _ -, segments separated by /)"
-            }
-            Status::TooLarge => "input too large",
-            Status::InvalidArgument => "invalid argument",
-            Status::BootLocked => "refused: boot/ namespaces are locked until the next boot",
-            Status::EpochRetired => "refused: the blob's key epoch has been retired",
-            Status::BlobRejected => {
-                "blob rejected: tampered, corrupted, or sealed for another device or key"
-            }
-            Status::NamespaceMismatch => "refused: the blob belongs to another namespace",
-            Status::StorageFailure => "secure storage failure",
-            Status::StorageCorrupt => "secure storage failed its integrity check",
-            Status::Internal => "internal error in the key engine",
-            Status::Busy => "key engine busy, try again",
-        }
-    }
+/// One operation, typed end to end: a request that knows its opcode and the
+/// type of the body that answers it.
+///
+/// Implemented, from the operation table, for exactly one request type per
+/// opcode: the body structs ([`SealRequest`], [`RetireRequest`], ...) and,
+/// for operations whose request has no body, the unit structs
+/// [`PingRequest`], [`StatusRequest`], [`InitRequest`], [`RotateRequest`],
+/// [`BootDoneRequest`] and [`PubkeyRequest`]. `BootDone`'s response has no
+/// body: its `Response` is `()`. A client written against this trait cannot
+/// take the answer to one operation for the answer to another:
+///
+/// ```
+/// use hakeys_proto::*;
+///
+/// fn answer<C: Call>(msg: &[u8]) -> Result<Result<C::Response, Status>, WireError> {
+///     Ok(match decode_response(msg, C::OPCODE)? {
+///         Ok(r) => Ok(C::from_response(r)?),
+///         Err(status) => Err(status),
+///     })
+/// }
+///
+/// let mut buf = [0u8; MAX_MESSAGE_LEN];
+/// let resp = Response::Retire(EpochResponse { epoch: 3, min_epoch: 2 });
+/// let n = encode_response(&resp, &mut buf).unwrap();
+/// let epochs = answer::<RetireRequest>(&buf[..n]).unwrap().unwrap();
+/// assert_eq!(epochs.min_epoch, 2);
+/// // The same bytes do not answer a `rotate`, although its body has the same type.
+/// assert_eq!(answer::<RotateRequest>(&buf[..n]), Err(WireError::OpcodeMismatch));
+/// ```
+pub trait Call {
+    /// The operation this request asks for.
+    const OPCODE: Opcode;
+    /// The body of a successful answer.
+    type Response;
+    /// This request as a [`Request`], ready for [`encode_request`].
+    fn into_request(self) -> Request;
+    /// The body of `r` if it answers this operation, otherwise
+    /// [`WireError::OpcodeMismatch`].
+    fn from_response(r: Response) -> Result<Self::Response, WireError>;
 }
 
 /// `Retire`: make `below` the oldest epoch still accepted.
@@ -255,41 +231,6 @@ pub struct RewrapRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttestRequest {
     pub challenge: Vec<u8, MAX_CHALLENGE_LEN>,
-}
-
-/// A decoded request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Request {
-    Ping,
-    Status,
-    Init,
-    Rotate,
-    Retire(RetireRequest),
-    BootDone,
-    Seal(SealRequest),
-    Unseal(UnsealRequest),
-    Rewrap(RewrapRequest),
-    Pubkey,
-    Attest(AttestRequest),
-}
-
-impl Request {
-    /// The opcode of this request.
-    pub fn opcode(&self) -> Opcode {
-        match self {
-            Request::Ping => Opcode::Ping,
-            Request::Status => Opcode::Status,
-            Request::Init => Opcode::Init,
-            Request::Rotate => Opcode::Rotate,
-            Request::Retire(_) => Opcode::Retire,
-            Request::BootDone => Opcode::BootDone,
-            Request::Seal(_) => Opcode::Seal,
-            Request::Unseal(_) => Opcode::Unseal,
-            Request::Rewrap(_) => Opcode::Rewrap,
-            Request::Pubkey => Opcode::Pubkey,
-            Request::Attest(_) => Opcode::Attest,
-        }
-    }
 }
 
 /// `Ping` reply.
@@ -349,41 +290,6 @@ pub struct AttestResponse {
     pub evidence: Vec<u8, MAX_EVIDENCE_LEN>,
 }
 
-/// A decoded successful response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Response {
-    Ping(PingResponse),
-    Status(StatusResponse),
-    Init(InitResponse),
-    Rotate(EpochResponse),
-    Retire(EpochResponse),
-    BootDone,
-    Seal(BlobResponse),
-    Unseal(UnsealResponse),
-    Rewrap(BlobResponse),
-    Pubkey(PubkeyResponse),
-    Attest(AttestResponse),
-}
-
-impl Response {
-    /// The opcode this response answers.
-    pub fn opcode(&self) -> Opcode {
-        match self {
-            Response::Ping(_) => Opcode::Ping,
-            Response::Status(_) => Opcode::Status,
-            Response::Init(_) => Opcode::Init,
-            Response::Rotate(_) => Opcode::Rotate,
-            Response::Retire(_) => Opcode::Retire,
-            Response::BootDone => Opcode::BootDone,
-            Response::Seal(_) => Opcode::Seal,
-            Response::Unseal(_) => Opcode::Unseal,
-            Response::Rewrap(_) => Opcode::Rewrap,
-            Response::Pubkey(_) => Opcode::Pubkey,
-            Response::Attest(_) => Opcode::Attest,
-        }
-    }
-}
-
 /// Why a message could not be encoded or decoded. Each maps onto a wire
 /// [`Status`] through [`WireError::status`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -416,6 +322,8 @@ impl WireError {
     }
 }
 
+impl core::error::Error for WireError {}
+
 impl core::fmt::Display for WireError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -435,37 +343,29 @@ impl core::fmt::Display for WireError {
 
 /// Encode a request into `out`; returns the number of bytes written.
 pub fn encode_request(req: &Request, out: &mut [u8]) -> Result<usize, WireError> {
-    let op = req.opcode();
-    let (hdr, body) = split_header(out, REQUEST_HEADER_LEN)?;
-    hdr[..4].copy_from_slice(&REQUEST_MAGIC);
-    hdr[4] = PROTOCOL_VERSION;
-    hdr[5] = 0;
-    hdr[6..8].copy_from_slice(&(op as u16).to_le_bytes());
-    let n = match req {
-        Request::Ping
-        | Request::Status
-        | Request::Init
-        | Request::Rotate
-        | Request::BootDone
-        | Request::Pubkey => 0,
-        Request::Retire(b) => put(b, body)?,
-        Request::Seal(b) => put(b, body)?,
-        Request::Unseal(b) => put(b, body)?,
-        Request::Rewrap(b) => put(b, body)?,
-        Request::Attest(b) => put(b, body)?,
-    };
+    let (hdr, body) = split_header(out)?;
+    *hdr = request_header(req.opcode() as u16);
+    let n = req.put_body(body)?;
     finish(REQUEST_HEADER_LEN + n)
+}
+
+/// The raw opcode field of a request (bytes 6 and 7, little-endian), however
+/// the rest of its header reads; `None` if the message is shorter than a
+/// request header. This is what an error response echoes (0 for `None`), so
+/// that even an answer to an undecodable request names what was asked.
+pub fn request_opcode_raw(msg: &[u8]) -> Option<u16> {
+    let [_, _, _, _, _, _, o0, o1] = *msg.first_chunk::<REQUEST_HEADER_LEN>()?;
+    Some(u16::from_le_bytes([o0, o1]))
 }
 
 /// The opcode of a request, read from its header alone, for logging when the
 /// body fails to decode. `None` if the header itself is not valid.
 pub fn peek_request_opcode(msg: &[u8]) -> Option<Opcode> {
-    match (msg.get(..4), msg.get(6..8)) {
-        (Some(m), Some(op)) if m == REQUEST_MAGIC => {
-            Opcode::from_u16(u16::from_le_bytes([op[0], op[1]]))
-        }
-        _ => None,
+    let [m0, m1, m2, m3, _, _, o0, o1] = *msg.first_chunk::<REQUEST_HEADER_LEN>()?;
+    if [m0, m1, m2, m3] != REQUEST_MAGIC {
+        return None;
     }
+    Opcode::from_u16(u16::from_le_bytes([o0, o1]))
 }
 
 /// Decode a request strictly.
@@ -474,41 +374,20 @@ pub fn decode_request(msg: &[u8]) -> Result<Request, WireError> {
         return Err(WireError::TooLong);
     }
     let (hdr, body) = msg
-        .split_at_checked(REQUEST_HEADER_LEN)
+        .split_first_chunk::<REQUEST_HEADER_LEN>()
         .ok_or(WireError::Truncated)?;
-    check_common_header(hdr, &REQUEST_MAGIC)?;
-    let raw_op = u16::from_le_bytes([hdr[6], hdr[7]]);
+    let [m0, m1, m2, m3, version, reserved, o0, o1] = *hdr;
+    check_common_header([m0, m1, m2, m3], version, reserved, REQUEST_MAGIC)?;
+    let raw_op = u16::from_le_bytes([o0, o1]);
     let op = Opcode::from_u16(raw_op).ok_or(WireError::UnknownOpcode(raw_op))?;
-    Ok(match op {
-        Opcode::Ping => empty(body, Request::Ping)?,
-        Opcode::Status => empty(body, Request::Status)?,
-        Opcode::Init => empty(body, Request::Init)?,
-        Opcode::Rotate => empty(body, Request::Rotate)?,
-        Opcode::BootDone => empty(body, Request::BootDone)?,
-        Opcode::Pubkey => empty(body, Request::Pubkey)?,
-        Opcode::Retire => Request::Retire(take(body)?),
-        Opcode::Seal => Request::Seal(take(body)?),
-        Opcode::Unseal => Request::Unseal(take(body)?),
-        Opcode::Rewrap => Request::Rewrap(take(body)?),
-        Opcode::Attest => Request::Attest(take(body)?),
-    })
+    Request::take_body(op, body)
 }
 
 /// Encode a successful response into `out`.
 pub fn encode_response(resp: &Response, out: &mut [u8]) -> Result<usize, WireError> {
-    let (hdr, body) = split_header(out, RESPONSE_HEADER_LEN)?;
-    write_response_header(hdr, resp.opcode() as u16, Status::Ok);
-    let n = match resp {
-        Response::BootDone => 0,
-        Response::Ping(b) => put(b, body)?,
-        Response::Status(b) => put(b, body)?,
-        Response::Init(b) => put(b, body)?,
-        Response::Rotate(b) | Response::Retire(b) => put(b, body)?,
-        Response::Seal(b) | Response::Rewrap(b) => put(b, body)?,
-        Response::Unseal(b) => put(b, body)?,
-        Response::Pubkey(b) => put(b, body)?,
-        Response::Attest(b) => put(b, body)?,
-    };
+    let (hdr, body) = split_header(out)?;
+    *hdr = response_header(resp.opcode() as u16, Status::Ok);
+    let n = resp.put_body(body)?;
     finish(RESPONSE_HEADER_LEN + n)
 }
 
@@ -516,9 +395,18 @@ pub fn encode_response(resp: &Response, out: &mut [u8]) -> Result<usize, WireErr
 /// the request, echoed even when it was not understood (0 when the request
 /// header itself was unreadable).
 pub fn encode_error(opcode: u16, status: Status, out: &mut [u8]) -> Result<usize, WireError> {
-    let (hdr, _) = split_header(out, RESPONSE_HEADER_LEN)?;
-    write_response_header(hdr, opcode, status);
+    let (hdr, _) = split_header(out)?;
+    *hdr = response_header(opcode, status);
     Ok(RESPONSE_HEADER_LEN)
+}
+
+/// The status of a response, read from its header alone (the body is not
+/// looked at). The length, magic, version and reserved byte are checked as
+/// [`decode_response`] checks them, and an unknown status number is an
+/// error. The one place outside the codec that needs a response's status
+/// reads it here, never from header bytes of its own.
+pub fn response_status(msg: &[u8]) -> Result<Status, WireError> {
+    split_response(msg).map(|(_, status, _)| status)
 }
 
 /// Decode the response to a request with opcode `expected`. A non-Ok status
@@ -527,16 +415,7 @@ pub fn decode_response(
     msg: &[u8],
     expected: Opcode,
 ) -> Result<Result<Response, Status>, WireError> {
-    if msg.len() > MAX_MESSAGE_LEN {
-        return Err(WireError::TooLong);
-    }
-    let (hdr, body) = msg
-        .split_at_checked(RESPONSE_HEADER_LEN)
-        .ok_or(WireError::Truncated)?;
-    check_common_header(hdr, &RESPONSE_MAGIC)?;
-    let raw_op = u16::from_le_bytes([hdr[6], hdr[7]]);
-    let raw_status = u16::from_le_bytes([hdr[8], hdr[9]]);
-    let status = Status::from_u16(raw_status).ok_or(WireError::UnknownStatus(raw_status))?;
+    let (raw_op, status, body) = split_response(msg)?;
     if raw_op != expected as u16 {
         return Err(WireError::OpcodeMismatch);
     }
@@ -547,43 +426,61 @@ pub fn decode_response(
             Err(WireError::TrailingBytes)
         };
     }
-    Ok(Ok(match expected {
-        Opcode::BootDone => empty(body, Response::BootDone)?,
-        Opcode::Ping => Response::Ping(take(body)?),
-        Opcode::Status => Response::Status(take(body)?),
-        Opcode::Init => Response::Init(take(body)?),
-        Opcode::Rotate => Response::Rotate(take(body)?),
-        Opcode::Retire => Response::Retire(take(body)?),
-        Opcode::Seal => Response::Seal(take(body)?),
-        Opcode::Unseal => Response::Unseal(take(body)?),
-        Opcode::Rewrap => Response::Rewrap(take(body)?),
-        Opcode::Pubkey => Response::Pubkey(take(body)?),
-        Opcode::Attest => Response::Attest(take(body)?),
-    }))
+    Response::take_body(expected, body).map(Ok)
 }
 
-fn split_header(out: &mut [u8], len: usize) -> Result<(&mut [u8], &mut [u8]), WireError> {
+/// A response's raw opcode, its status and its body, after the checks every
+/// response passes: bounded length, magic, version, reserved byte, a known
+/// status.
+fn split_response(msg: &[u8]) -> Result<(u16, Status, &[u8]), WireError> {
+    if msg.len() > MAX_MESSAGE_LEN {
+        return Err(WireError::TooLong);
+    }
+    let (hdr, body) = msg
+        .split_first_chunk::<RESPONSE_HEADER_LEN>()
+        .ok_or(WireError::Truncated)?;
+    let [m0, m1, m2, m3, version, reserved, o0, o1, s0, s1] = *hdr;
+    check_common_header([m0, m1, m2, m3], version, reserved, RESPONSE_MAGIC)?;
+    let raw_status = u16::from_le_bytes([s0, s1]);
+    let status = Status::from_u16(raw_status).ok_or(WireError::UnknownStatus(raw_status))?;
+    Ok((u16::from_le_bytes([o0, o1]), status, body))
+}
+
+/// The first `N` bytes of `out` (a header) and the rest, up to
+/// [`MAX_MESSAGE_LEN`] in all.
+fn split_header<const N: usize>(out: &mut [u8]) -> Result<(&mut [u8; N], &mut [u8]), WireError> {
     let cap = out.len().min(MAX_MESSAGE_LEN);
-    let out = &mut out[..cap];
-    out.split_at_mut_checked(len).ok_or(WireError::TooLong)
+    out.get_mut(..cap)
+        .and_then(|out| out.split_first_chunk_mut::<N>())
+        .ok_or(WireError::TooLong)
 }
 
-fn write_response_header(hdr: &mut [u8], opcode: u16, status: Status) {
-    hdr[..4].copy_from_slice(&RESPONSE_MAGIC);
-    hdr[4] = PROTOCOL_VERSION;
-    hdr[5] = 0;
-    hdr[6..8].copy_from_slice(&opcode.to_le_bytes());
-    hdr[8..10].copy_from_slice(&(status as u16).to_le_bytes());
+fn request_header(opcode: u16) -> [u8; REQUEST_HEADER_LEN] {
+    let [m0, m1, m2, m3] = REQUEST_MAGIC;
+    let [o0, o1] = opcode.to_le_bytes();
+    [m0, m1, m2, m3, PROTOCOL_VERSION, 0, o0, o1]
 }
 
-fn check_common_header(hdr: &[u8], magic: &[u8; 4]) -> Result<(), WireError> {
-    if hdr[..4] != magic[..] {
+fn response_header(opcode: u16, status: Status) -> [u8; RESPONSE_HEADER_LEN] {
+    let [m0, m1, m2, m3] = RESPONSE_MAGIC;
+    let [o0, o1] = opcode.to_le_bytes();
+    let [s0, s1] = (status as u16).to_le_bytes();
+    [m0, m1, m2, m3, PROTOCOL_VERSION, 0, o0, o1, s0, s1]
+}
+
+fn check_common_header(
+    magic: [u8; 4],
+    version: u8,
+    reserved: u8,
+    expected_magic: [u8; 4],
+) -> Result<(), WireError> {
+    if magic != expected_magic {
         return Err(WireError::BadMagic);
     }
-    if hdr[4] != PROTOCOL_VERSION {
-        return Err(WireError::UnsupportedVersion(hdr[4]));
+    if version != PROTOCOL_VERSION {
+        return Err(WireError::UnsupportedVersion(version));
     }
-    if hdr[5] != 0 {
+    if reserved != 0 {
         return Err(WireError::ReservedNotZero);
     }
     Ok(())
@@ -620,6 +517,9 @@ fn empty<T>(body: &[u8], value: T) -> Result<T, WireError> {
     }
 }
 
+// reason: const evaluation only (`TA_UUID` is a const): a bad `uuid.txt`
+// fails the build, it can never panic in the TA or the host at run time.
+#[allow(clippy::panic)]
 const fn hex_val(c: u8) -> u8 {
     match c {
         b'0'..=b'9' => c - b'0',
@@ -630,6 +530,9 @@ const fn hex_val(c: u8) -> u8 {
 }
 
 /// Parse `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` at compile time.
+// reason: const evaluation only (`TA_UUID` is a const): a bad `uuid.txt`
+// fails the build, it can never panic in the TA or the host at run time.
+#[allow(clippy::panic, clippy::indexing_slicing)]
 const fn parse_uuid(s: &str) -> [u8; 16] {
     let b = s.as_bytes();
     assert!(b.len() == 36, "uuid.txt: a UUID has 36 characters");

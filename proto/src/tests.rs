@@ -248,3 +248,240 @@ fn uuid_and_opcodes() {
         assert_eq!(*s as u16, i as u16, "status codes are dense and stable");
     }
 }
+
+#[test]
+fn opcode_table_is_ordered_and_named() {
+    let names: StdVec<&str> = Opcode::ALL.iter().map(|op| op.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "ping",
+            "status",
+            "init",
+            "rotate",
+            "retire",
+            "boot-done",
+            "seal",
+            "unseal",
+            "rewrap",
+            "pubkey",
+            "attest"
+        ]
+    );
+    for pair in Opcode::ALL.windows(2) {
+        assert!(
+            (pair[0] as u16) < (pair[1] as u16),
+            "{pair:?} not in numeric order"
+        );
+    }
+    assert_eq!(Opcode::from_u16(0), None);
+    assert_eq!(Opcode::from_u16(0x0303), None);
+}
+
+/// The snake_case status names are the daemon's public wire contract
+/// (`docs/daemon.md`): they must never change.
+#[test]
+fn status_names_are_the_wire_contract() {
+    let expected = [
+        (Status::Ok, "ok"),
+        (Status::BadMessage, "bad_message"),
+        (Status::UnsupportedVersion, "unsupported_version"),
+        (Status::UnknownOpcode, "unknown_opcode"),
+        (Status::NotInitialised, "not_initialised"),
+        (Status::InvalidNamespace, "invalid_namespace"),
+        (Status::TooLarge, "too_large"),
+        (Status::InvalidArgument, "invalid_argument"),
+        (Status::BootLocked, "boot_locked"),
+        (Status::EpochRetired, "epoch_retired"),
+        (Status::BlobRejected, "blob_rejected"),
+        (Status::NamespaceMismatch, "namespace_mismatch"),
+        (Status::StorageFailure, "storage_failure"),
+        (Status::StorageCorrupt, "storage_corrupt"),
+        (Status::Internal, "internal"),
+        (Status::Busy, "busy"),
+    ];
+    assert_eq!(Status::ALL.len(), expected.len());
+    for (s, (want, name)) in Status::ALL.iter().zip(expected) {
+        assert_eq!(*s, want);
+        assert_eq!(s.name(), name);
+        assert_eq!(Status::from_name(name), Some(*s));
+        assert_eq!(Status::from_u16(*s as u16), Some(*s));
+        assert!(!s.message().is_empty());
+    }
+    for bad in [
+        "",
+        "OK",
+        "Ok",
+        "bad-message",
+        "BadMessage",
+        "blob_rejected ",
+        "unknown",
+    ] {
+        assert_eq!(Status::from_name(bad), None, "{bad:?}");
+    }
+    assert_eq!(Status::from_u16(16), None);
+    assert_eq!(
+        Status::NotInitialised.message(),
+        "device not initialised (run `teectl init`)"
+    );
+}
+
+/// Every request type's `Call::OPCODE` is the opcode of the request it
+/// becomes, and every sample response is accepted by exactly its own
+/// operation's `Call::from_response`.
+#[test]
+fn call_pairs_each_request_with_its_response() {
+    fn check<C: Call + Clone>(c: C) -> StdVec<Opcode> {
+        assert_eq!(c.clone().into_request().opcode(), C::OPCODE);
+        sample_responses()
+            .into_iter()
+            .filter(|r| C::from_response(r.clone()).is_ok())
+            .map(|r| r.opcode())
+            .collect()
+    }
+    let blob = BlobBytes::from_slice(&[1]).unwrap();
+    let accepted = [
+        check(PingRequest),
+        check(StatusRequest),
+        check(InitRequest),
+        check(RotateRequest),
+        check(RetireRequest { below: 2 }),
+        check(BootDoneRequest),
+        check(SealRequest {
+            namespace: "ha/core".try_into().unwrap(),
+            plaintext: (&b"pw"[..]).try_into().unwrap(),
+        }),
+        check(UnsealRequest {
+            blob: blob.clone(),
+            namespace: None,
+        }),
+        check(RewrapRequest { blob }),
+        check(PubkeyRequest),
+        check(AttestRequest {
+            challenge: (&[1u8][..]).try_into().unwrap(),
+        }),
+    ];
+    for (op, accepted) in Opcode::ALL.iter().zip(accepted) {
+        assert_eq!(accepted, [*op], "{op:?} accepts only its own answer");
+    }
+    assert_eq!(PingRequest.into_request(), Request::Ping);
+    assert_eq!(BootDoneRequest::from_response(Response::BootDone), Ok(()));
+}
+
+#[test]
+fn mismatched_response_is_opcode_mismatch() {
+    // Rotate and Retire answer with the same body type, Seal and Rewrap too:
+    // the pairing is by operation, not by type.
+    let epochs = EpochResponse {
+        epoch: 2,
+        min_epoch: 1,
+    };
+    assert_eq!(
+        RetireRequest::from_response(Response::Rotate(epochs.clone())),
+        Err(WireError::OpcodeMismatch)
+    );
+    assert_eq!(
+        RotateRequest::from_response(Response::Rotate(epochs.clone())),
+        Ok(epochs)
+    );
+    let blob = BlobResponse {
+        blob: (&[1u8][..]).try_into().unwrap(),
+    };
+    assert_eq!(
+        SealRequest::from_response(Response::Rewrap(blob)),
+        Err(WireError::OpcodeMismatch)
+    );
+    assert_eq!(
+        BootDoneRequest::from_response(Response::Ping(PingResponse {
+            protocol_version: 1,
+            engine_version: 1
+        })),
+        Err(WireError::OpcodeMismatch)
+    );
+    // Decoded bytes go the same way.
+    let msg = enc_resp(&Response::BootDone);
+    let decoded = decode_response(&msg, BootDoneRequest::OPCODE)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        PingRequest::from_response(decoded),
+        Err(WireError::OpcodeMismatch)
+    );
+}
+
+#[test]
+fn response_status_reads_the_header_only() {
+    let ok = enc_resp(&Response::Init(InitResponse {
+        created: true,
+        epoch: 1,
+    }));
+    assert_eq!(response_status(&ok), Ok(Status::Ok));
+    assert_eq!(
+        response_status(&enc_resp(&Response::BootDone)),
+        Ok(Status::Ok)
+    );
+    for s in Status::ALL {
+        let mut buf = [0u8; 16];
+        let n = encode_error(0x0999, s, &mut buf).unwrap();
+        assert_eq!(response_status(&buf[..n]), Ok(s));
+    }
+    for len in 0..RESPONSE_HEADER_LEN {
+        assert_eq!(response_status(&ok[..len]), Err(WireError::Truncated));
+    }
+    let mut t = ok.clone();
+    t[3] = b'Q';
+    assert_eq!(response_status(&t), Err(WireError::BadMagic));
+    let mut t = ok.clone();
+    t[4] = 9;
+    assert_eq!(response_status(&t), Err(WireError::UnsupportedVersion(9)));
+    let mut t = ok.clone();
+    t[5] = 1;
+    assert_eq!(response_status(&t), Err(WireError::ReservedNotZero));
+    let mut t = ok.clone();
+    t[8..10].copy_from_slice(&300u16.to_le_bytes());
+    assert_eq!(response_status(&t), Err(WireError::UnknownStatus(300)));
+    assert_eq!(
+        response_status(&[0u8; MAX_MESSAGE_LEN + 1]),
+        Err(WireError::TooLong)
+    );
+    // A request is not a response.
+    assert_eq!(
+        response_status(&enc_req(&Request::Ping)),
+        Err(WireError::Truncated)
+    );
+    assert_eq!(
+        response_status(&enc_req(&Request::Retire(RetireRequest { below: 300 }))),
+        Err(WireError::BadMagic)
+    );
+}
+
+#[test]
+fn request_opcode_peeks() {
+    let seal = enc_req(&Request::Seal(SealRequest {
+        namespace: "ha/core".try_into().unwrap(),
+        plaintext: (&b"pw"[..]).try_into().unwrap(),
+    }));
+    assert_eq!(request_opcode_raw(&seal), Some(0x0201));
+    assert_eq!(peek_request_opcode(&seal), Some(Opcode::Seal));
+    for len in 0..REQUEST_HEADER_LEN {
+        assert_eq!(request_opcode_raw(&seal[..len]), None);
+        assert_eq!(peek_request_opcode(&seal[..len]), None);
+    }
+    // The raw field is read whatever the rest says; the typed peek is not.
+    let mut t = seal.clone();
+    t[0] = b'X';
+    assert_eq!(request_opcode_raw(&t), Some(0x0201));
+    assert_eq!(peek_request_opcode(&t), None);
+    let mut t = seal.clone();
+    t[7] = 0x77;
+    assert_eq!(request_opcode_raw(&t), Some(0x7701));
+    assert_eq!(peek_request_opcode(&t), None);
+}
+
+#[test]
+fn wire_error_is_an_error() {
+    fn assert_error<E: core::error::Error>(_: &E) {}
+    let e = WireError::UnknownOpcode(0x0277);
+    assert_error(&e);
+    assert_eq!(std::format!("{e}"), "unknown opcode 0x0277");
+}

@@ -12,6 +12,19 @@
 //!   boot-phase lock set by `boot-done` holds until the next boot.
 #![no_std]
 #![no_main]
+// Everything here runs on requests from the normal world: no panicking
+// shortcuts (a panic kills the TA, and with KEEP_CRASHED, the service until
+// reboot).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+// `unsafe_code` is denied by `Cargo.toml`'s [lints]; it is allowed only on the
+// three items below that need it, each with its SAFETY comment: the `Sync`
+// marker of the instance cell, the `getauxval` symbol, and the module that
+// holds the TA header the build script generates.
 
 extern crate alloc;
 
@@ -22,8 +35,8 @@ use hakeys_proto::{MAX_MESSAGE_LEN, TA_CMD_REQUEST};
 use optee_utee::{
     ta_close_session, ta_create, ta_destroy, ta_invoke_command, ta_open_session, DataFlag,
     ErrorKind, GenericObject, ObjectStorageConstants, ParameterMemref, ParameterMemrefInput,
-    ParameterMemrefOutput, ParameterMemrefRead, ParameterMemrefWrite, ParameterNone,
-    ParametersAny, PersistentObject, Random, Result,
+    ParameterMemrefOutput, ParameterMemrefRead, ParameterMemrefWrite, ParameterNone, ParametersAny,
+    PersistentObject, Random, Result,
 };
 
 /// The persistent object holding the engine's state record.
@@ -97,9 +110,17 @@ struct Global(RefCell<Option<alloc::boxed::Box<Instance>>>);
 // SAFETY: OP-TEE runs the entry points of one TA instance one at a time (the
 // TA does not set TA_FLAG_CONCURRENT), so the RefCell is never accessed from
 // two threads at once.
+#[allow(unsafe_code)]
 unsafe impl Sync for Global {}
 
 static INSTANCE: Global = Global(RefCell::new(None));
+
+// The optee-utee attribute macros below expand to the
+// `#[unsafe(no_mangle)] extern "C"` entry points the OP-TEE loader looks up
+// and to an `unsafe` call of `FromRawParameters::from_raw`, which checks
+// OP-TEE's parameter types against each function's typed parameters before
+// reading them. rustc does not apply `unsafe_code` to a proc macro's
+// expansion, so they need no `allow` here; their soundness is optee-utee's.
 
 #[ta_create]
 fn create() -> Result<()> {
@@ -130,13 +151,23 @@ fn destroy() {
 #[ta_invoke_command]
 fn invoke_command(
     cmd_id: u32,
-    params: &mut (ParameterMemrefInput, ParameterMemrefOutput, ParameterNone, ParameterNone),
+    params: &mut (
+        ParameterMemrefInput,
+        ParameterMemrefOutput,
+        ParameterNone,
+        ParameterNone,
+    ),
 ) -> Result<()> {
     if cmd_id != TA_CMD_REQUEST {
         return Err(ErrorKind::NotSupported.into());
     }
     let mut slot = INSTANCE.0.try_borrow_mut().map_err(|_| ErrorKind::Busy)?;
     let inst = slot.as_mut().ok_or(ErrorKind::BadState)?;
+    let Instance {
+        engine,
+        request: request_buf,
+        response: response_buf,
+    } = &mut **inst;
     let (input, output) = (&params.0, &mut params.1);
     let len = input.buffer_len();
     if output.buffer_len() < MAX_MESSAGE_LEN {
@@ -145,27 +176,59 @@ fn invoke_command(
     // Copy the request out of shared memory once; an over-long request is
     // answered by the engine (BadMessage) from its first bytes only.
     let take = len.min(MAX_MESSAGE_LEN);
-    let copied = input.read_at(0, &mut inst.request[..take])?;
-    let request: &[u8] = if len > MAX_MESSAGE_LEN {
-        // Hand the engine a length it refuses before parsing.
-        &[0u8; MAX_MESSAGE_LEN + 1]
-    } else {
-        &inst.request[..copied]
+    // `take` never exceeds the buffer; both buffers are wiped on every path.
+    let copied = match request_buf.get_mut(..take) {
+        Some(dst) => input.read_at(0, dst),
+        None => Err(ErrorKind::BadParameters.into()),
     };
-    let n = inst.engine.handle(request, &mut inst.response);
-    let result = output.set_output(&inst.response[..n]);
-    inst.request[..take].fill(0);
-    inst.response[..n].fill(0);
+    let result = copied.and_then(|copied| {
+        let request: &[u8] = if len > MAX_MESSAGE_LEN {
+            // Hand the engine a length it refuses before parsing.
+            &[0u8; MAX_MESSAGE_LEN + 1]
+        } else {
+            request_buf.get(..copied).ok_or(ErrorKind::BadParameters)?
+        };
+        let n = engine.handle(request, response_buf);
+        // `handle` never returns more than the buffer it was given.
+        let answer = match response_buf.get(..n) {
+            Some(response) => output.set_output(response),
+            None => Err(ErrorKind::Generic.into()),
+        };
+        wipe(response_buf, n);
+        answer
+    });
+    wipe(request_buf, take);
     result
+}
+
+/// Zero the first `used` bytes of `buf` (all of it, should `used` be longer).
+fn wipe(buf: &mut [u8], used: usize) {
+    match buf.get_mut(..used) {
+        Some(b) => b.fill(0),
+        None => buf.fill(0),
+    }
 }
 
 /// `cpufeatures` (used by `aes` and `polyval` on aarch64) asks the kernel
 /// for CPU features with `getauxval`, which a TA does not have. Answering "no
 /// features" makes the crypto crates use their portable constant-time
 /// software code, which runs on every Armv8 core.
+// SAFETY: `#[no_mangle]` exports this as the C symbol `getauxval`, which
+// nothing else in the TA defines (a TA links no libc); it has the C
+// signature `unsigned long getauxval(unsigned long)` and touches no memory.
+#[allow(unsafe_code)]
 #[no_mangle]
 pub extern "C" fn getauxval(_type: libc::c_ulong) -> libc::c_ulong {
     0
 }
 
-include!(concat!(env!("OUT_DIR"), "/user_ta_header.rs"));
+/// The TA header (UUID, flags, stack and heap sizes, properties), generated
+/// by `build.rs` from `proto/uuid.txt`.
+// SAFETY: the file is optee-utee-build 0.10's output for our `TaConfig`: the
+// `#[unsafe(no_mangle)]` statics the OP-TEE loader reads (`ta_head` in its
+// `.ta_head` section, `ta_props`, the heap), and `tahead_get_trace_level`,
+// which reads a `static mut` that nothing writes.
+#[allow(unsafe_code)]
+mod ta_header {
+    include!(concat!(env!("OUT_DIR"), "/user_ta_header.rs"));
+}
