@@ -16,10 +16,9 @@ ln -sf "$C/x/libteec2/usr/lib/aarch64-linux-gnu/libteec.so.2" "$EXP/usr/lib/libt
 export OPTEE_CLIENT_EXPORT=$EXP
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-bins="--bin teectl --bin hakeys-supplicant --bin rpmb-sim"
-if grep -q "^pub mod daemon" "$ROOT/host/src/lib.rs" 2>/dev/null; then bins="$bins --bin teed"; fi
 (cd "$ROOT" && cargo build --release --quiet --target aarch64-unknown-linux-gnu \
-  -p hakeys-host --features hakeys-host/tee -p hakeys-supplicant -p rpmb-sim $bins)
+  -p teectl -p teed --features teectl/tee,teed/tee -p hakeys-supplicant -p rpmb-sim \
+  --bin teectl --bin teed --bin hakeys-supplicant --bin rpmb-sim)
 T=$ROOT/target/aarch64-unknown-linux-gnu/release
 for b in teectl teed hakeys-supplicant rpmb-sim; do
   [ -e "$T/$b" ] && cp "$T/$b" "$OUT/$b"

@@ -4,7 +4,7 @@
 #![no_main]
 
 use hakeys_engine::{blob, namespace};
-use hakeys_host::daemon::protocol::{decode_request, encode_error, Request, MAX_LINE};
+use teed_protocol::{decode_request, encode_error, Request, MAX_LINE};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(Request::Pubkey | Request::Status) => {}
         Err(e) => {
             let line = encode_error(e.code, &e.message, None);
-            assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+            assert!(line.ends_with(b"\n") && line.iter().filter(|b| **b == b'\n').count() == 1);
             assert!(line.len() < 512, "error answers stay short");
         }
     }

@@ -38,7 +38,7 @@ fn build(pkg: &str, bin: &str) -> PathBuf {
 /// The freshly built `teectl`.
 pub fn teectl_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build("hakeys-host", "teectl"))
+    BIN.get_or_init(|| build("teectl", "teectl"))
 }
 
 /// The freshly built `rpmb-sim`.
@@ -90,19 +90,8 @@ impl Board {
 
     /// Run `teectl args` with `stdin`.
     pub fn run(&self, args: &[&str], stdin: &[u8]) -> Run {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn teectl");
-        if let Some(mut i) = child.stdin.take() {
-            // The tool may exit before reading (a usage error): ignore EPIPE.
-            let _ = i.write_all(stdin);
-        }
         Run(
-            child.wait_with_output().expect("wait teectl"),
+            run_with_stdin(&mut self.command(args), stdin),
             args.join(" "),
         )
     }
@@ -167,8 +156,23 @@ impl Run {
     }
 }
 
+/// Run `c` with `stdin` on its standard input; capture its output.
+pub fn run_with_stdin(c: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", c.get_program()));
+    if let Some(mut i) = child.stdin.take() {
+        // The program may exit before reading (a usage error): ignore EPIPE.
+        let _ = i.write_all(stdin);
+    }
+    child.wait_with_output().expect("wait")
+}
+
 /// The freshly built `teed` (the daemon).
 pub fn teed_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build("hakeys-host", "teed"))
+    BIN.get_or_init(|| build("teed", "teed"))
 }

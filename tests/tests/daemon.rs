@@ -6,13 +6,14 @@
 //! No test asserts on timings; where something must happen "eventually"
 //! (a reload, a lockout ending) the test polls with a generous deadline.
 
+use base64::Engine as _;
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,11 +44,7 @@ fn id_of(name: &str, flag: &str) -> Option<u32> {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.trim_ascii() == b"0")
-        .unwrap_or(false)
+    rustix::process::geteuid().is_root()
 }
 
 /// A system user for the tests, created once if missing (idempotent; kept
@@ -362,16 +359,7 @@ fn as_user<'a>(c: &'a mut Command, u: &User) -> &'a mut Command {
 }
 
 fn run(c: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(stdin);
-    }
-    child.wait_with_output().expect("wait")
+    hakeys_e2e::run_with_stdin(c, stdin)
 }
 
 fn stderr(o: &Output) -> String {
@@ -458,25 +446,23 @@ fn forged(blob: &str) -> String {
 }
 
 fn b64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in bytes.chunks(3) {
-        let n = c
-            .iter()
-            .enumerate()
-            .fold(0u32, |a, (i, b)| a | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 // ---------------------------------------------------------------- tests --
+
+/// Home Assistant and root may do everything under `ha/`; `limits` is the
+/// `[limits]` table's body.
+fn ha_and_root_policy(u: &Users, limits: &str) -> String {
+    policy_with(
+        &format!(
+            "{}{}",
+            rule(u.ha.uid, &["ha/*"], &ALL_OPS),
+            rule(0, &["ha/*"], &ALL_OPS)
+        ),
+        limits,
+    )
+}
 
 fn standard_policy(u: &Users, extra: &str) -> String {
     policy_with(
@@ -646,14 +632,7 @@ fn policy_reload_takes_effect_without_dropping_connections() {
 #[test]
 fn bad_requests_get_errors_and_others_keep_being_served() {
     let u = users();
-    let policy = policy_with(
-        &format!(
-            "{}{}",
-            rule(u.ha.uid, &["ha/*"], &ALL_OPS),
-            rule(0, &["ha/*"], &ALL_OPS)
-        ),
-        "request_timeout_ms = 500\nidle_timeout_ms = 60000",
-    );
+    let policy = ha_and_root_policy(&u, "request_timeout_ms = 500\nidle_timeout_ms = 60000");
     let mut d = Daemon::new(&policy);
     let secret_blob = ok(d.py(&u.ha, &["seal", "ha/core"], b"still-served"));
     let served = |d: &Daemon| {
@@ -759,12 +738,8 @@ fn bad_requests_get_errors_and_others_keep_being_served() {
 #[test]
 fn a_caller_that_disconnects_mid_request_costs_nothing() {
     let u = users();
-    let policy = policy_with(
-        &format!(
-            "{}{}",
-            rule(u.ha.uid, &["ha/*"], &ALL_OPS),
-            rule(0, &["ha/*"], &ALL_OPS)
-        ),
+    let policy = ha_and_root_policy(
+        &u,
         "max_connections = 8\nmax_connections_per_uid = 4\nrequests_per_second = 100000\nburst = 100000",
     );
     let d = Daemon::new(&policy);
@@ -918,12 +893,7 @@ fn failed_unseals_are_slowed_then_refused_without_starving_others() {
     let u = users();
     let limits = "requests_per_second = 100000\nburst = 100000\nfailed_unseals_free = 3\n\
                   failed_unseal_backoff_ms = 500\nfailed_unseals_lockout = 6\nlockout_seconds = 5";
-    let rules = format!(
-        "{}{}",
-        rule(u.ha.uid, &["ha/*"], &ALL_OPS),
-        rule(0, &["ha/*"], &ALL_OPS)
-    );
-    let d = Daemon::new(&policy_with(&rules, limits));
+    let d = Daemon::new(&ha_and_root_policy(&u, limits));
     let mut c = d.conn();
     let mut limited = 0usize;
     let mut req = |c: &mut Conn, v: Value| {
@@ -981,7 +951,10 @@ fn failed_unseals_are_slowed_then_refused_without_starving_others() {
     }
 
     // The request rate, tightened by a reload: root's bucket only.
-    d.set_policy(&policy_with(&rules, "requests_per_second = 1\nburst = 3"));
+    d.set_policy(&ha_and_root_policy(
+        &u,
+        "requests_per_second = 1\nburst = 3",
+    ));
     assert!(d.reload().starts_with("teed: policy reloaded"));
     let answers: Vec<String> = (0..10)
         .map(|_| status_of(&req(&mut c, json!({"v":1,"op":"status"}))).to_string())

@@ -22,7 +22,7 @@ HAKEYS_DEPENDENCIES = optee-client
 # from $(OPTEE_CLIENT_EXPORT)/usr/lib: optee-client's staging install.
 HAKEYS_CARGO_ENV = OPTEE_CLIENT_EXPORT=$(STAGING_DIR)
 HAKEYS_CARGO_BUILD_OPTS = \
-	-p hakeys-host --features hakeys-host/tee --bin teectl --bin teed
+	-p teectl -p teed --features teectl/tee,teed/tee --bin teectl --bin teed
 HAKEYS_BIN_DIR = \
 	$(@D)/target/$(RUSTC_TARGET_NAME)/$(if $(BR2_ENABLE_DEBUG),debug,release)
 

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hakeys_client::client::{Client, Transport, TransportError};
+use hakeys_client::sim::SimBackend;
+use hakeys_client::sim_storage::FrameStats;
+use hakeys_client::OsEntropy;
 use hakeys_engine::{Engine, MemoryStorage};
-use hakeys_host::client::{Client, Transport, TransportError};
-use hakeys_host::sim::{OsEntropy, SimBackend};
-use hakeys_host::sim_storage::FrameStats;
 
 /// The engine in-process over memory: the cost of the engine alone.
 struct InMemory(Engine<MemoryStorage, OsEntropy>);
@@ -180,7 +181,7 @@ fn main() {
     // 3. teectl unseal end to end, a new process each time.
     if let Some(teectl) = teectl {
         let blob_path = dir.join("bench.blob");
-        std::fs::write(&blob_path, hakeys_host::armor::blob_to_text(&sim_blob))
+        std::fs::write(&blob_path, hakeys_client::armor::blob_to_text(&sim_blob))
             .unwrap_or_else(|e| fail(format!("{e}")));
         out += "## `teectl unseal` end to end (simulator, new process each run)\n\n";
         out += "Process start, state open (lock, RPMB counter + block read, MAC checks), unseal, output.\n\n";

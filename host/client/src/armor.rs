@@ -42,6 +42,8 @@ impl std::fmt::Display for ArmorError {
     }
 }
 
+impl std::error::Error for ArmorError {}
+
 fn encode(prefix: &str, bytes: &[u8]) -> String {
     format!("{prefix}{}", STANDARD.encode(bytes))
 }

@@ -2,7 +2,7 @@
 //! encoded protocol messages (the in-process simulator, libteec, the daemon).
 
 use hakeys_proto::{
-    self as proto, AttestRequest, EpochResponse, InitResponse, Request, Response, RetireRequest,
+    self as proto, AttestRequest, Call, EpochResponse, InitResponse, Request, RetireRequest,
     RewrapRequest, SealRequest, Status, StatusResponse, UnsealRequest, UnsealResponse, WireError,
 };
 use zeroize::Zeroize;
@@ -29,6 +29,8 @@ impl std::fmt::Display for TransportError {
     }
 }
 
+impl std::error::Error for TransportError {}
+
 /// Why a call failed.
 #[derive(Debug)]
 pub enum ClientError {
@@ -53,14 +55,12 @@ impl std::fmt::Display for ClientError {
     }
 }
 
-impl ClientError {
-    /// The documented exit code for this failure.
-    pub fn exit_code(&self) -> i32 {
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ClientError::Status(s) => crate::exit::for_status(*s),
-            ClientError::Transport(_) => crate::exit::UNAVAILABLE,
-            ClientError::Protocol(_) => crate::exit::INTERNAL,
-            ClientError::Request(_) => crate::exit::USAGE,
+            ClientError::Transport(t) => Some(t),
+            ClientError::Protocol(e) => Some(e),
+            ClientError::Status(_) | ClientError::Request(_) => None,
         }
     }
 }
@@ -80,15 +80,6 @@ impl<T> Drop for Client<T> {
     }
 }
 
-macro_rules! expect {
-    ($resp:expr, $variant:path) => {
-        match $resp {
-            $variant(inner) => Ok(inner),
-            _ => Err(ClientError::Protocol(WireError::OpcodeMismatch)),
-        }
-    };
-}
-
 impl<T: Transport> Client<T> {
     /// A client over `transport`.
     pub fn new(transport: T) -> Self {
@@ -104,54 +95,53 @@ impl<T: Transport> Client<T> {
         &mut self.transport
     }
 
-    /// Send a request and decode its answer.
-    pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
-        let n = proto::encode_request(req, &mut self.buf[..])
-            .map_err(|_| ClientError::Request("request too large"))?;
-        let m = self
-            .transport
-            .call(&self.buf[..n], &mut self.out[..])
-            .map_err(ClientError::Transport)?;
+    /// Send one request and decode its answer. The answer's type is the
+    /// one the protocol pairs with the request ([`proto::Call`]), checked
+    /// at compile time; an answer to another operation is a protocol error.
+    pub fn call<C: Call>(&mut self, req: C) -> Result<C::Response, ClientError> {
+        let mut request = req.into_request();
+        let encoded = proto::encode_request(&request, &mut self.buf[..]);
+        if let Request::Seal(s) = &mut request {
+            s.plaintext.as_mut_slice().zeroize();
+        }
+        let n = encoded.map_err(|_| ClientError::Request("request too large"))?;
+        let sent = self.transport.call(&self.buf[..n], &mut self.out[..]);
         self.buf[..n].zeroize();
+        let m = sent.map_err(ClientError::Transport)?;
         let decoded = self
             .out
             .get(..m)
             .ok_or(ClientError::Protocol(WireError::TooLong))
-            .and_then(|msg| {
-                proto::decode_response(msg, req.opcode()).map_err(ClientError::Protocol)
-            });
+            .and_then(|msg| proto::decode_response(msg, C::OPCODE).map_err(ClientError::Protocol));
         self.out[..m.min(proto::MAX_MESSAGE_LEN)].zeroize();
-        decoded?.map_err(ClientError::Status)
+        match decoded? {
+            Ok(r) => C::from_response(r).map_err(ClientError::Protocol),
+            Err(status) => Err(ClientError::Status(status)),
+        }
     }
 
     pub fn ping(&mut self) -> Result<proto::PingResponse, ClientError> {
-        expect!(self.call(&Request::Ping)?, Response::Ping)
+        self.call(proto::PingRequest)
     }
 
     pub fn status(&mut self) -> Result<StatusResponse, ClientError> {
-        expect!(self.call(&Request::Status)?, Response::Status)
+        self.call(proto::StatusRequest)
     }
 
     pub fn init(&mut self) -> Result<InitResponse, ClientError> {
-        expect!(self.call(&Request::Init)?, Response::Init)
+        self.call(proto::InitRequest)
     }
 
     pub fn rotate(&mut self) -> Result<EpochResponse, ClientError> {
-        expect!(self.call(&Request::Rotate)?, Response::Rotate)
+        self.call(proto::RotateRequest)
     }
 
     pub fn retire(&mut self, below: u32) -> Result<EpochResponse, ClientError> {
-        expect!(
-            self.call(&Request::Retire(RetireRequest { below }))?,
-            Response::Retire
-        )
+        self.call(RetireRequest { below })
     }
 
     pub fn boot_done(&mut self) -> Result<(), ClientError> {
-        match self.call(&Request::BootDone)? {
-            Response::BootDone => Ok(()),
-            _ => Err(ClientError::Protocol(WireError::OpcodeMismatch)),
-        }
+        self.call(proto::BootDoneRequest)
     }
 
     /// Seal `plaintext` for `namespace`; returns the binary blob.
@@ -160,15 +150,14 @@ impl<T: Transport> Client<T> {
             .map_err(|_| ClientError::Status(Status::InvalidNamespace))?;
         let plaintext = proto::Secret::from_slice(plaintext)
             .map_err(|_| ClientError::Status(Status::TooLarge))?;
-        let mut req = Request::Seal(SealRequest {
-            namespace,
-            plaintext,
-        });
-        let r = self.call(&req);
-        if let Request::Seal(s) = &mut req {
-            s.plaintext.as_mut_slice().zeroize();
-        }
-        Ok(expect!(r?, Response::Seal)?.blob.to_vec())
+        // `call` wipes the plaintext once it is encoded.
+        Ok(self
+            .call(SealRequest {
+                namespace,
+                plaintext,
+            })?
+            .blob
+            .to_vec())
     }
 
     /// Open a blob; with `namespace`, only a blob of that namespace.
@@ -183,38 +172,23 @@ impl<T: Transport> Client<T> {
             .map(proto::Namespace::try_from)
             .transpose()
             .map_err(|_| ClientError::Status(Status::InvalidNamespace))?;
-        expect!(
-            self.call(&Request::Unseal(UnsealRequest { blob, namespace }))?,
-            Response::Unseal
-        )
+        self.call(UnsealRequest { blob, namespace })
     }
 
     pub fn rewrap(&mut self, blob: &[u8]) -> Result<Vec<u8>, ClientError> {
         let blob = proto::BlobBytes::from_slice(blob)
             .map_err(|_| ClientError::Status(Status::BlobRejected))?;
-        Ok(expect!(
-            self.call(&Request::Rewrap(RewrapRequest { blob }))?,
-            Response::Rewrap
-        )?
-        .blob
-        .to_vec())
+        Ok(self.call(RewrapRequest { blob })?.blob.to_vec())
     }
 
     /// The device public key, uncompressed SEC1.
     pub fn pubkey(&mut self) -> Result<Vec<u8>, ClientError> {
-        Ok(expect!(self.call(&Request::Pubkey)?, Response::Pubkey)?
-            .sec1
-            .to_vec())
+        Ok(self.call(proto::PubkeyRequest)?.sec1.to_vec())
     }
 
     pub fn attest(&mut self, challenge: &[u8]) -> Result<Vec<u8>, ClientError> {
         let challenge = heapless::Vec::from_slice(challenge)
             .map_err(|_| ClientError::Request("challenge longer than 64 bytes"))?;
-        Ok(expect!(
-            self.call(&Request::Attest(AttestRequest { challenge }))?,
-            Response::Attest
-        )?
-        .evidence
-        .to_vec())
+        Ok(self.call(AttestRequest { challenge })?.evidence.to_vec())
     }
 }

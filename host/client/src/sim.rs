@@ -20,13 +20,14 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hakeys_engine::{Engine, Entropy, EntropyError};
+use hakeys_engine::Engine;
 use hakeys_proto::{self as proto, Opcode, Status};
 use rpmb_sim::{CreateOptions, RpmbDevice};
 use zeroize::Zeroizing;
 
 use crate::client::{Transport, TransportError};
 use crate::sim_storage::{RpmbStateStorage, SimStorageError};
+use crate::{is_root, OsEntropy};
 
 /// The RPMB image's file name inside the state directory.
 pub const IMAGE_FILE: &str = "rpmb.img";
@@ -41,24 +42,8 @@ pub const BOOT_ID_ENV: &str = "HAKEYS_SIM_BOOT_ID";
 /// How long to wait for another process holding the image.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-/// Entropy from the operating system.
-pub struct OsEntropy;
-
-impl Entropy for OsEntropy {
-    fn fill(&mut self, out: &mut [u8]) -> Result<(), EntropyError> {
-        getrandom::fill(out).map_err(|_| EntropyError)
-    }
-}
-
 /// Why the simulator could not start.
-#[derive(Debug)]
-pub struct SimError(pub String);
-
-impl std::fmt::Display for SimError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::backend::BackendError as SimError;
 
 /// The state directory to use when none is given: `$TEECTL_STATE_DIR`, else
 /// `/var/lib/hakeys-sim` for root, else `$XDG_STATE_HOME/hakeys-sim` (or
@@ -75,10 +60,6 @@ pub fn default_state_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
     PathBuf::from(home).join(".local/state/hakeys-sim")
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 /// The current boot's id.
@@ -213,10 +194,7 @@ impl SimBackend {
             .storage_mut()
             .last_error
             .as_ref()
-            .map(|e| match e {
-                SimStorageError::Io(m) => m.clone(),
-                SimStorageError::Corrupt(m) => (*m).to_string(),
-            })
+            .map(SimStorageError::to_string)
     }
 
     fn record_boot_done(&self) -> Result<(), SimError> {
@@ -259,9 +237,8 @@ impl Transport for SimBackend {
         // The simulator persists the boot-phase lock across processes.
         let is_boot_done = proto::peek_request_opcode(request) == Some(Opcode::BootDone);
         let ok = response
-            .get(8..10)
-            .map(|s| u16::from_le_bytes([s[0], s[1]]))
-            == Some(Status::Ok as u16);
+            .get(..n)
+            .is_some_and(|r| proto::response_status(r) == Ok(Status::Ok));
         if is_boot_done && ok {
             self.record_boot_done().map_err(|e| TransportError {
                 message: e.0,

@@ -43,6 +43,17 @@ pub enum SimStorageError {
     Corrupt(&'static str),
 }
 
+impl std::fmt::Display for SimStorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SimStorageError::Io(m) => f.write_str(m),
+            SimStorageError::Corrupt(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for SimStorageError {}
+
 /// Keys derived from the simulated HUK.
 pub struct HukKeys {
     rpmb_key: Zeroizing<[u8; 32]>,
@@ -280,7 +291,7 @@ mod tests {
     use rpmb_sim::CreateOptions;
 
     use crate::client::{Client, ClientError, Transport, TransportError};
-    use crate::sim::OsEntropy;
+    use crate::OsEntropy;
 
     struct InProc(Engine<RpmbStateStorage, OsEntropy>);
     impl Transport for InProc {

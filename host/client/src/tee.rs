@@ -22,14 +22,7 @@ pub struct TeeBackend {
 }
 
 /// The TEE could not be reached.
-#[derive(Debug)]
-pub struct TeeError(pub String);
-
-impl std::fmt::Display for TeeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::backend::BackendError as TeeError;
 
 fn describe(e: &optee_teec::Error) -> String {
     match e.kind() {

@@ -1,7 +1,11 @@
-//! Exit codes of `teectl` (and of the daemon's client mode). Stable: scripts
-//! and boot units branch on them. Documented in the README.
+//! Exit codes of `teectl`. Stable: scripts and boot units branch on them.
+//! Documented in the README. This is the only place they are chosen: the
+//! libraries report typed errors, and `teectl` maps them here.
 
+use hakeys_client::client::ClientError;
 use hakeys_proto::Status;
+use teed_protocol::client::DaemonError;
+use teed_protocol::Code;
 
 /// Success.
 pub const OK: i32 = 0;
@@ -40,5 +44,33 @@ pub fn for_status(s: Status) -> i32 {
         | Status::UnsupportedVersion
         | Status::UnknownOpcode
         | Status::Internal => INTERNAL,
+    }
+}
+
+/// The exit code for a failed call to the key engine.
+pub fn for_client_error(e: &ClientError) -> i32 {
+    match e {
+        ClientError::Status(s) => for_status(*s),
+        ClientError::Transport(_) => UNAVAILABLE,
+        ClientError::Protocol(_) => INTERNAL,
+        ClientError::Request(_) => USAGE,
+    }
+}
+
+/// The exit code for an outcome reported by the daemon.
+pub fn for_daemon_code(c: Code) -> i32 {
+    match c {
+        Code::Engine(s) => for_status(s),
+        Code::Denied => REFUSED,
+        Code::RateLimited | Code::Retry | Code::Timeout => UNAVAILABLE,
+    }
+}
+
+/// The exit code for a failed call through the daemon.
+pub fn for_daemon_error(e: &DaemonError) -> i32 {
+    match e {
+        DaemonError::Unreachable(_) => UNAVAILABLE,
+        DaemonError::Protocol(_) => INTERNAL,
+        DaemonError::Refused { code, .. } => for_daemon_code(*code),
     }
 }

@@ -2,20 +2,21 @@
 //!
 //! Data goes to stdout (blobs as one text line, plaintext byte-exact);
 //! errors are one line on stderr with a documented exit code (see
-//! `hakeys_host::exit` and the README). No secret is ever written to stderr.
+//! `exit.rs` and the README). No secret is ever written to stderr.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hakeys_host::backend::{Backend, BackendKind};
-use hakeys_host::client::{Client, ClientError};
-use hakeys_host::daemon::client::{with_retries, DaemonClient, DaemonError};
-use hakeys_host::daemon::protocol::StatusInfo;
-use hakeys_host::sim;
-use hakeys_host::{armor, exit};
+use hakeys_client::backend::{Backend, BackendKind};
+use hakeys_client::client::{Client, ClientError};
+use hakeys_client::{armor, sim};
+use teed_protocol::client::{with_retries, DaemonClient, DaemonError};
+use teed_protocol::StatusAnswer;
 use zeroize::Zeroizing;
+
+mod exit;
 
 #[derive(Parser)]
 #[command(
@@ -124,7 +125,7 @@ struct Failure(i32, String);
 
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
-        Failure(e.exit_code(), e.to_string())
+        Failure(exit::for_client_error(&e), e.to_string())
     }
 }
 
@@ -175,7 +176,7 @@ fn open_backend(cli: &Cli) -> Result<Client<Backend>, Failure> {
     });
     Backend::open(kind, cli.state_dir.as_deref())
         .map(Client::new)
-        .map_err(|e| Failure(e.exit_code, e.message))
+        .map_err(|e| Failure(exit::UNAVAILABLE, e.to_string()))
 }
 
 fn version_string(v: u32) -> String {
@@ -191,11 +192,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         } => {
             let pk = read_pubkey(pem)?;
             let pt = read_stdin(hakeys_proto::MAX_SECRET_LEN, "the secret")?;
-            let blob =
-                hakeys_engine::blob::seal_to_device(&pk, namespace, &pt, &mut sim::OsEntropy)
-                    .map_err(|e| {
-                        Failure(exit::for_status(e.status()), e.status().message().into())
-                    })?;
+            let blob = hakeys_engine::blob::seal_to_device(
+                &pk,
+                namespace,
+                &pt,
+                &mut hakeys_client::OsEntropy,
+            )
+            .map_err(|e| Failure(exit::for_status(e.status()), e.status().message().into()))?;
             return write_stdout(format!("{}\n", armor::blob_to_text(&blob)).as_bytes());
         }
         Command::Verify { pubkey, challenge } => {
@@ -263,7 +266,7 @@ fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
             let s = c.status()?;
             print_status(
                 *json,
-                &StatusInfo {
+                &StatusAnswer {
                     backend: c.transport_mut().kind().name().into(),
                     initialised: s.initialised,
                     epoch: s.epoch,
@@ -362,18 +365,11 @@ fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
     }
 }
 
-fn print_status(json: bool, s: &StatusInfo) -> Result<(), Failure> {
+fn print_status(json: bool, s: &StatusAnswer) -> Result<(), Failure> {
     let backend = &s.backend;
     let text = if json {
-        serde_json::json!({
-            "backend": backend,
-            "initialised": s.initialised,
-            "epoch": s.epoch,
-            "min_epoch": s.min_epoch,
-            "boot_locked": s.boot_locked,
-            "engine_version": s.engine_version,
-        })
-        .to_string()
+        serde_json::to_string(s)
+            .map_err(|e| Failure(exit::INTERNAL, format!("cannot encode the status: {e}")))?
             + "\n"
     } else if s.initialised {
         format!(
@@ -395,7 +391,7 @@ fn print_status(json: bool, s: &StatusInfo) -> Result<(), Failure> {
 // ---- Through the daemon (docs/daemon.md) ----
 
 fn daemon_socket(cli: &Cli) -> PathBuf {
-    hakeys_host::daemon::client::socket_path(cli.socket.as_deref())
+    teed_protocol::client::socket_path(cli.socket.as_deref())
 }
 
 /// Go through the daemon? With --via-daemon, or on its own for a non-root
@@ -426,7 +422,7 @@ fn use_daemon(cli: &Cli) -> Result<bool, Failure> {
         && cli.backend.is_none()
         && cli.state_dir.is_none()
         && std::env::var_os(sim::STATE_DIR_ENV).is_none_or(|d| d.is_empty())
-        && !rustix::process::geteuid().is_root()
+        && !hakeys_client::is_root()
         && daemon_socket(cli).exists())
 }
 
@@ -453,7 +449,7 @@ fn daemon_hint(cli: &Cli, f: Failure) -> Failure {
 
 impl From<DaemonError> for Failure {
     fn from(e: DaemonError) -> Self {
-        Failure(e.exit_code(), e.to_string())
+        Failure(exit::for_daemon_error(&e), e.to_string())
     }
 }
 
@@ -491,7 +487,7 @@ enum ViaDaemon {
     /// Bytes for stdout.
     Out(Zeroizing<Vec<u8>>),
     /// `status`'s answer, to print as the direct command does.
-    Status(StatusInfo),
+    Status(StatusAnswer),
 }
 
 fn via_daemon_once(

@@ -1,6 +1,7 @@
 //! A client for the daemon's socket protocol (`docs/daemon.md`), used by
-//! `teectl --via-daemon` and the benchmark harness. One connection, one
-//! request at a time; responses are read with a bound and a timeout.
+//! `teectl --via-daemon`, the benchmark harness and the tests. One
+//! connection, one request at a time; answers are read with a bound and a
+//! timeout and decoded into the typed answers of this crate.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -9,11 +10,13 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde::de::DeserializeOwned;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::protocol::{Code, StatusInfo, MAX_LINE};
-use crate::exit;
+use crate::{
+    Code, ErrorAnswer, Head, Op, PubkeyAnswer, RequestLine, SealAnswer, StatusAnswer, UnsealAnswer,
+    MAX_LINE, VERSION,
+};
 
 /// Why a call through the daemon failed.
 #[derive(Debug)]
@@ -46,16 +49,9 @@ impl std::fmt::Display for DaemonError {
     }
 }
 
-impl DaemonError {
-    /// The documented `teectl` exit code for this failure.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            DaemonError::Unreachable(_) => exit::UNAVAILABLE,
-            DaemonError::Protocol(_) => exit::INTERNAL,
-            DaemonError::Refused { code, .. } => code.exit_code(),
-        }
-    }
+impl std::error::Error for DaemonError {}
 
+impl DaemonError {
     /// The status code, when the daemon answered with one.
     pub fn code(&self) -> Option<Code> {
         match self {
@@ -66,16 +62,16 @@ impl DaemonError {
 }
 
 /// The daemon's socket: `explicit`, else `$HAKEYS_SOCKET`, else
-/// [`super::DEFAULT_SOCKET`].
+/// [`crate::DEFAULT_SOCKET`].
 pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
     explicit
         .map(Path::to_path_buf)
         .or_else(|| {
-            std::env::var_os(super::SOCKET_ENV)
+            std::env::var_os(crate::SOCKET_ENV)
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from)
         })
-        .unwrap_or_else(|| PathBuf::from(super::DEFAULT_SOCKET))
+        .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_SOCKET))
 }
 
 /// Run `f` on a new connection to `socket`; while the daemon answers
@@ -111,17 +107,6 @@ pub struct DaemonClient {
     buf: Zeroizing<Vec<u8>>,
 }
 
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
-}
-
-fn field_str(map: &Map<String, Value>, name: &str) -> Result<String, DaemonError> {
-    map.get(name)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| DaemonError::Protocol(format!("no `{name}` in the answer")))
-}
-
 impl DaemonClient {
     /// Connect to the daemon at `path`; reads and writes time out after
     /// `timeout`.
@@ -138,12 +123,14 @@ impl DaemonClient {
         })
     }
 
-    /// Send one request line (with its `\n`) and return the answer's fields
-    /// when its status is `ok`.
-    pub fn call(&mut self, request: &str) -> Result<Map<String, Value>, DaemonError> {
+    /// Send one request and return the body of its answer when the status
+    /// is `ok`.
+    pub fn call<T: DeserializeOwned>(&mut self, request: &RequestLine) -> Result<T, DaemonError> {
+        let line = request.encode();
         self.stream
-            .write_all(request.as_bytes())
+            .write_all(&line)
             .map_err(|e| DaemonError::Unreachable(format!("cannot send the request: {e}")))?;
+        drop(line);
         self.buf.clear();
         let mut chunk = Zeroizing::new([0u8; 4096]);
         let end = loop {
@@ -168,71 +155,30 @@ impl DaemonClient {
             self.buf
                 .extend_from_slice(chunk.get(..room).unwrap_or_default());
         };
-        let parsed: Result<Value, _> =
-            serde_json::from_slice(self.buf.get(..end).unwrap_or_default());
+        let answer = decode_answer(self.buf.get(..end).unwrap_or_default());
         self.buf.zeroize();
-        let Ok(Value::Object(mut map)) = parsed else {
-            return Err(DaemonError::Protocol("not a JSON object".into()));
-        };
-        if map.get("v").and_then(Value::as_u64) != Some(1) {
-            return Err(DaemonError::Protocol("not protocol version 1".into()));
-        }
-        let status = field_str(&map, "status")?;
-        let code = Code::from_name(&status)
-            .ok_or_else(|| DaemonError::Protocol(format!("unknown status `{status}`")))?;
-        if code == Code::OK {
-            return Ok(map);
-        }
-        let message = match map.remove("message") {
-            Some(Value::String(m)) => m,
-            _ => String::new(),
-        };
-        Err(DaemonError::Refused {
-            code,
-            message,
-            retry_after_ms: map.get("retry_after_ms").and_then(Value::as_u64),
-        })
+        answer
     }
 
     /// The engine's state, as the daemon sees it.
-    pub fn status(&mut self) -> Result<StatusInfo, DaemonError> {
-        let m = self.call("{\"v\":1,\"op\":\"status\"}\n")?;
-        let num = |k: &str| {
-            m.get(k)
-                .and_then(Value::as_u64)
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| DaemonError::Protocol(format!("no `{k}` in the answer")))
-        };
-        let flag = |k: &str| {
-            m.get(k)
-                .and_then(Value::as_bool)
-                .ok_or_else(|| DaemonError::Protocol(format!("no `{k}` in the answer")))
-        };
-        Ok(StatusInfo {
-            backend: field_str(&m, "backend")?,
-            initialised: flag("initialised")?,
-            epoch: num("epoch")?,
-            min_epoch: num("min_epoch")?,
-            boot_locked: flag("boot_locked")?,
-            engine_version: field_str(&m, "engine_version")?,
-        })
+    pub fn status(&mut self) -> Result<StatusAnswer, DaemonError> {
+        self.call(&RequestLine::new(Op::Status))
     }
 
     /// The device public key, PEM.
     pub fn pubkey(&mut self) -> Result<String, DaemonError> {
-        field_str(&self.call("{\"v\":1,\"op\":\"pubkey\"}\n")?, "pem")
+        self.call::<PubkeyAnswer>(&RequestLine::new(Op::Pubkey))
+            .map(|a| a.pem)
     }
 
     /// Seal `plaintext` in `namespace`; returns the blob's text form.
     pub fn seal(&mut self, namespace: &str, plaintext: &[u8]) -> Result<String, DaemonError> {
-        let b64 = Zeroizing::new(STANDARD.encode(plaintext));
-        let mut req = Zeroizing::new(String::with_capacity(b64.len() + namespace.len() + 64));
-        req.push_str("{\"v\":1,\"op\":\"seal\",\"namespace\":");
-        req.push_str(&json_str(namespace));
-        req.push_str(",\"plaintext\":\"");
-        req.push_str(&b64);
-        req.push_str("\"}\n");
-        field_str(&self.call(&req)?, "blob")
+        let mut b64 = Zeroizing::new(String::with_capacity(plaintext.len().div_ceil(3) * 4));
+        STANDARD.encode_string(plaintext, &mut b64);
+        let mut req = RequestLine::new(Op::Seal);
+        req.namespace = Some(namespace.into());
+        req.plaintext = Some(b64);
+        self.call::<SealAnswer>(&req).map(|a| a.blob)
     }
 
     /// Open a blob (text form); with `namespace`, only a blob of that
@@ -242,22 +188,39 @@ impl DaemonClient {
         blob_text: &str,
         namespace: Option<&str>,
     ) -> Result<(String, Zeroizing<Vec<u8>>), DaemonError> {
-        let ns = namespace
-            .map(|n| format!(",\"namespace\":{}", json_str(n)))
-            .unwrap_or_default();
-        let req = format!(
-            "{{\"v\":1,\"op\":\"unseal\",\"blob\":{}{ns}}}\n",
-            json_str(blob_text.trim())
-        );
-        let mut m = self.call(&req)?;
-        let ns = field_str(&m, "namespace")?;
-        let Some(Value::String(mut b64)) = m.remove("plaintext") else {
-            return Err(DaemonError::Protocol("no `plaintext` in the answer".into()));
-        };
-        let mut plaintext = Zeroizing::new(Vec::with_capacity(b64.len() / 4 * 3 + 3));
-        let decoded = STANDARD.decode_vec(b64.as_bytes(), &mut plaintext);
-        b64.zeroize();
-        decoded.map_err(|_| DaemonError::Protocol("the plaintext is not base64".into()))?;
-        Ok((ns, plaintext))
+        let mut req = RequestLine::new(Op::Unseal);
+        req.blob = Some(blob_text.trim().into());
+        req.namespace = namespace.map(str::to_owned);
+        let a: UnsealAnswer = self.call(&req)?;
+        let mut plaintext = Zeroizing::new(Vec::with_capacity(a.plaintext.len() / 4 * 3 + 3));
+        STANDARD
+            .decode_vec(a.plaintext.as_bytes(), &mut plaintext)
+            .map_err(|_| DaemonError::Protocol("the plaintext is not base64".into()))?;
+        Ok((a.namespace, plaintext))
     }
+}
+
+/// Decode one answer line (without its `\n`): the body when the status is
+/// `ok`, else the refusal.
+pub fn decode_answer<T: DeserializeOwned>(line: &[u8]) -> Result<T, DaemonError> {
+    let head: Head = serde_json::from_slice(line)
+        .map_err(|_| DaemonError::Protocol("not a JSON object with `v` and `status`".into()))?;
+    if head.v != VERSION {
+        return Err(DaemonError::Protocol("not protocol version 1".into()));
+    }
+    let code = Code::from_name(&head.status)
+        .ok_or_else(|| DaemonError::Protocol(format!("unknown status `{}`", head.status)))?;
+    if code == Code::OK {
+        return serde_json::from_slice(line)
+            .map_err(|_| DaemonError::Protocol("the answer does not fit the operation".into()));
+    }
+    let e: ErrorAnswer = serde_json::from_slice(line).unwrap_or(ErrorAnswer {
+        message: String::new(),
+        retry_after_ms: None,
+    });
+    Err(DaemonError::Refused {
+        code,
+        message: e.message,
+        retry_after_ms: e.retry_after_ms,
+    })
 }

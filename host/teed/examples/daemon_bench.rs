@@ -23,10 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hakeys_host::armor;
-use hakeys_host::backend::{Backend, BackendKind};
-use hakeys_host::client::Client;
-use hakeys_host::daemon::client::DaemonClient;
+use hakeys_client::armor;
+use hakeys_client::backend::{Backend, BackendKind};
+use hakeys_client::client::Client;
+use teed_protocol::client::DaemonClient;
 
 const SECRET_LEN: usize = 1024;
 
@@ -173,7 +173,7 @@ impl Drop for Teed {
 
 fn open(kind: BackendKind, state: &Path) -> Backend {
     Backend::open(Some(kind), Some(state)).unwrap_or_else(|e| {
-        eprintln!("{}", e.message);
+        eprintln!("{e}");
         std::process::exit(1)
     })
 }

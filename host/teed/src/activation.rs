@@ -1,10 +1,10 @@
 //! systemd integration: socket activation (`LISTEN_PID`/`LISTEN_FDS`, the
 //! listening socket as fd 3) and readiness notification (`NOTIFY_SOCKET`),
 //! without unsafe code of our own (the `listenfd` crate adopts the fd after
-//! checking it is a listening Unix stream socket).
+//! checking it is a listening Unix stream socket; `sd-notify` sends the
+//! notifications).
 
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::os::unix::net::UnixListener;
 
 /// The listening socket systemd passed to this process, if it passed one.
 ///
@@ -36,27 +36,9 @@ pub fn listener_from_systemd() -> Result<Option<UnixListener>, String> {
         .map(Some)
 }
 
-/// Tell systemd (`Type=notify`) about a state change, e.g. `READY=1`.
-/// Does nothing when not started by systemd; failures are ignored (the
-/// daemon works the same without them).
-pub fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(sock) = UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = path.as_bytes();
-    match bytes.split_first() {
-        Some((b'@', name)) => {
-            use std::os::linux::net::SocketAddrExt;
-            if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name) {
-                let _ = sock.send_to_addr(state.as_bytes(), &addr);
-            }
-        }
-        Some((b'/', _)) => {
-            let _ = sock.send_to(state.as_bytes(), &path);
-        }
-        _ => {}
-    }
+/// Tell systemd (`Type=notify`) about a state change, e.g. `READY=1`,
+/// through the `sd-notify` crate. Does nothing when not started by
+/// systemd; failures are ignored (the daemon works the same without them).
+pub fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    let _ = sd_notify::notify(false, states);
 }

@@ -3,7 +3,7 @@
 //! `Send`), fed from one bounded queue.
 //!
 //! Each session is a [`Client`] over a transport opened by the pool's
-//! opener — in `teed`, [`crate::backend::Backend::open`], so the simulator
+//! opener — in `teed`, [`hakeys_client::backend::Backend::open`], so the simulator
 //! and the TEE go through exactly this code. When a call fails in the
 //! transport (the TA or tee-supplicant restarted, the TEE is busy), the
 //! session is dropped and the caller gets `retry`; the next request opens a
@@ -16,8 +16,8 @@ use std::time::Duration;
 use hakeys_proto::{Status, StatusResponse};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::protocol::Code;
-use crate::client::{Client, ClientError, Transport};
+use hakeys_client::client::{Client, ClientError, Transport};
+use teed_protocol::Code;
 
 /// One request for the engine.
 pub enum Job {
@@ -65,7 +65,7 @@ fn failure(code: Code, message: impl Into<String>) -> Failure {
 
 type Reply = SyncSender<Result<Answer, Failure>>;
 
-/// Opens one engine session (for `teed`, a [`crate::backend::Backend`]).
+/// Opens one engine session (for `teed`, a [`hakeys_client::backend::Backend`]).
 pub type Opener<T> = dyn Fn() -> Result<T, String> + Send + Sync;
 
 /// A handle to the pool; cheap to share between connection threads.
@@ -234,7 +234,7 @@ fn run<T: Transport>(c: &mut Client<T>, job: Job) -> Result<Answer, ClientError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::TransportError;
+    use hakeys_client::client::TransportError;
     use hakeys_engine::{Engine, SecureStorage, StorageError};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -263,7 +263,7 @@ mod tests {
 
     /// An engine session that "dies" (like a TA after a crash) on chosen calls.
     struct Flaky {
-        engine: Engine<Mem, crate::sim::OsEntropy>,
+        engine: Engine<Mem, hakeys_client::OsEntropy>,
         calls: Arc<AtomicUsize>,
         die_on: usize,
     }
@@ -290,7 +290,7 @@ mod tests {
         let opener: Arc<Opener<Flaky>> = Arc::new(move || {
             o.fetch_add(1, Ordering::SeqCst);
             Ok(Flaky {
-                engine: Engine::new(s.clone(), crate::sim::OsEntropy),
+                engine: Engine::new(s.clone(), hakeys_client::OsEntropy),
                 calls: Arc::clone(&c),
                 die_on: 3,
             })
@@ -298,7 +298,7 @@ mod tests {
         let pool = EnginePool::start(1, opener, Duration::from_secs(10)).unwrap();
         // Initialise through a direct engine on the same storage.
         let mut admin = Client::new(Flaky {
-            engine: Engine::new(storage.clone(), crate::sim::OsEntropy),
+            engine: Engine::new(storage.clone(), hakeys_client::OsEntropy),
             calls: Arc::new(AtomicUsize::new(0)),
             die_on: usize::MAX,
         });

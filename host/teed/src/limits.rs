@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::policy::Limits;
+use crate::policy::Limits;
 
 /// The most callers tracked at once. Only root can create uids, so the
 /// table fills only on a system with that many distinct callers; then idle,
@@ -80,7 +80,7 @@ impl Callers {
     pub fn new(cap: usize) -> Callers {
         Callers {
             map: HashMap::new(),
-            cap: cap.max(super::policy::MAX_CONNECTIONS_CAP + 1),
+            cap: cap.max(crate::policy::MAX_CONNECTIONS_CAP + 1),
             connections: 0,
         }
     }

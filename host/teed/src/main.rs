@@ -8,11 +8,21 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use hakeys_host::backend::BackendKind;
-use hakeys_host::daemon::policy::Policy;
-use hakeys_host::daemon::server::{self, Config};
-use hakeys_host::daemon::{DEFAULT_POLICY, DEFAULT_SOCKET};
-use hakeys_host::exit;
+use hakeys_client::backend::BackendKind;
+use teed::policy::Policy;
+use teed::server::{self, Config, ServeErrorKind};
+use teed::DEFAULT_POLICY;
+use teed_protocol::DEFAULT_SOCKET;
+
+/// `teed`'s exit status for a failure to start (the same numbers as
+/// `teectl`'s for the same kinds of failure, see the README).
+fn exit_code(kind: ServeErrorKind) -> u8 {
+    match kind {
+        ServeErrorKind::Internal => 1,
+        ServeErrorKind::Config => 2,
+        ServeErrorKind::Unavailable => 7,
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -74,7 +84,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("teed: policy rejected: {e}");
-                ExitCode::from(exit::USAGE as u8)
+                ExitCode::from(exit_code(ServeErrorKind::Config))
             }
         };
     }
@@ -92,11 +102,12 @@ fn main() -> ExitCode {
         sessions: usize::from(cli.sessions),
         engine_timeout: Duration::from_secs(10),
     };
+    teed::logging::init();
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("teed: {}", e.message);
-            ExitCode::from(e.exit_code as u8)
+            eprintln!("teed: {e}");
+            ExitCode::from(exit_code(e.kind))
         }
     }
 }

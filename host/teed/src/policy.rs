@@ -16,7 +16,7 @@ use std::time::Duration;
 use hakeys_engine::namespace;
 use serde::Deserialize;
 
-use super::protocol::Op;
+use teed_protocol::Op;
 
 /// The policy file format version this daemon reads.
 pub const POLICY_VERSION: u32 = 1;

@@ -8,7 +8,7 @@
 //! `limits.max_connections`, at most `limits.max_connections_per_uid` per
 //! uid); the engine pool's session threads; one signal thread.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -16,19 +16,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use hakeys_engine::namespace;
+use hakeys_client::backend::{Backend, BackendKind};
 use hakeys_proto::Status;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use zeroize::{Zeroize, Zeroizing};
+use teed_protocol::{self as protocol, Code};
 
-use super::activation;
-use super::engine::{Answer, EnginePool, Job, Opener};
-use super::limits::{Callers, Refusal};
-use super::policy::{Caller, Limits, Policy};
-use super::protocol::{self, Code, Op, Request, StatusInfo, MAX_LINE};
-use crate::armor;
-use crate::backend::{Backend, BackendKind};
-use crate::exit;
+use crate::activation;
+use crate::decision::{self, Audit, Decision, Peer, RETRY_AFTER_MS};
+use crate::engine::{Answer, EnginePool, Failure, Job, Opener};
+use crate::framing::{LineReader, ReadOutcome};
+use crate::limits::{Callers, Refusal};
+use crate::policy::Policy;
 
 /// How `teed` was asked to run.
 #[derive(Clone, Debug)]
@@ -47,33 +45,38 @@ pub struct Config {
     pub engine_timeout: Duration,
 }
 
-/// Why the daemon could not start: an exit code and one line.
+/// What kind of failure stopped the daemon from starting (`teed`'s exit
+/// code is chosen from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServeErrorKind {
+    /// The configuration or the policy file is not acceptable.
+    Config,
+    /// The socket or the key engine is not available.
+    Unavailable,
+    /// Something that should not fail did (threads, signal handlers).
+    Internal,
+}
+
+/// Why the daemon could not start: its kind and one line.
 #[derive(Debug)]
 pub struct ServeError {
-    pub exit_code: i32,
+    pub kind: ServeErrorKind,
     pub message: String,
 }
 
-fn fail(exit_code: i32, message: impl Into<String>) -> ServeError {
-    ServeError {
-        exit_code,
-        message: message.into(),
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
-/// Write one line to stdout (journald when run by systemd). Never fails:
-/// a broken stdout must not stop the service.
-pub fn log(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-}
+impl std::error::Error for ServeError {}
 
-/// The kernel's identification of the process at the other end.
-#[derive(Clone, Copy, Debug)]
-struct Peer {
-    uid: u32,
-    gid: u32,
-    pid: i32,
+fn fail(kind: ServeErrorKind, message: impl Into<String>) -> ServeError {
+    ServeError {
+        kind,
+        message: message.into(),
+    }
 }
 
 fn peer_of(stream: &UnixStream) -> std::io::Result<Peer> {
@@ -83,15 +86,6 @@ fn peer_of(stream: &UnixStream) -> std::io::Result<Peer> {
         gid: c.gid.as_raw(),
         pid: c.pid.as_raw_pid(),
     })
-}
-
-/// What one audit line says. Never a plaintext, key or blob.
-struct Audit {
-    op: Option<Op>,
-    ns: Option<String>,
-    code: Code,
-    /// Rate-limited requests from this caller not logged since the last line.
-    suppressed: u64,
 }
 
 struct Shared {
@@ -112,28 +106,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn version_string(v: u32) -> String {
-    format!("{}.{}.{}", v >> 16, (v >> 8) & 0xff, v & 0xff)
+/// The engine pool as the decision sees it.
+struct PoolEngine<'a> {
+    pool: &'a EnginePool,
+    backend: BackendKind,
 }
 
-/// A failed unseal that is the caller's doing (counted for back-off).
-fn is_caller_failure(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Denied
-            | Code::Engine(
-                Status::BlobRejected
-                    | Status::NamespaceMismatch
-                    | Status::EpochRetired
-                    | Status::BootLocked
-            )
-    )
+impl decision::Engine for PoolEngine<'_> {
+    fn call(&self, job: Job) -> Result<Answer, Failure> {
+        self.pool.call(job)
+    }
+
+    fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
 }
-
-type Outcome = Result<Zeroizing<String>, (Code, String)>;
-
-/// The pause suggested to a caller after `retry` or `busy`.
-const RETRY_AFTER_MS: u64 = 100;
 
 impl Shared {
     fn policy(&self) -> Arc<Policy> {
@@ -146,252 +133,49 @@ impl Shared {
     }
 
     fn audit(&self, peer: Peer, a: &Audit) {
-        let suppressed = if a.suppressed > 0 {
-            format!(" suppressed={}", a.suppressed)
-        } else {
-            String::new()
-        };
-        log(&format!(
-            "audit uid={} gid={} pid={} op={} ns={} result={}{suppressed}",
-            peer.uid,
-            peer.gid,
-            peer.pid,
-            a.op.map(Op::name).unwrap_or("-"),
-            a.ns.as_deref().unwrap_or("-"),
-            a.code.name()
-        ));
-    }
-
-    /// A rate-limited answer; logged at most once a second per caller.
-    fn limited(
-        &self,
-        peer: Peer,
-        op: Option<Op>,
-        ns: Option<String>,
-        wait: Duration,
-        message: &str,
-        limits: &Limits,
-    ) -> (Option<Audit>, Zeroizing<String>) {
-        let logged = self.callers().log_limited(peer.uid, Instant::now(), limits);
-        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        (
-            logged.map(|suppressed| Audit {
-                op,
-                ns,
-                code: Code::RateLimited,
-                suppressed,
-            }),
-            protocol::encode_error(Code::RateLimited, message, Some(ms)),
-        )
+        log::info!(target: "audit", "{}", a.line(peer));
     }
 
     /// Answer one request line.
-    fn respond(&self, peer: Peer, line: &[u8]) -> (Option<Audit>, Zeroizing<String>) {
-        let policy = self.policy();
-        let limits = &policy.limits;
-        let decoded = protocol::decode_request(line);
-        let op = match &decoded {
-            Ok(r) => Some(r.op()),
-            Err(e) => e.op,
+    fn respond(&self, peer: Peer, line: &[u8]) -> Decision {
+        let engine = PoolEngine {
+            pool: &self.engine,
+            backend: self.backend,
         };
-        let ns = decoded
-            .as_ref()
-            .ok()
-            .and_then(|r| r.namespace())
-            .map(str::to_owned);
-        // (Each lock is taken and released in its own statement: `limited`
-        // takes it again.)
-        let token = self.callers().take_token(peer.uid, Instant::now(), limits);
-        if let Err(Refusal::RateLimited(wait)) = token {
-            return self.limited(peer, op, ns, wait, "too many requests; slow down", limits);
-        }
-        let req = match decoded {
-            Ok(r) => r,
-            Err(e) => {
-                if e.op == Some(Op::Unseal) && is_caller_failure(e.code) {
-                    self.callers()
-                        .record_unseal(peer.uid, Instant::now(), true, limits);
-                }
-                let audit = Audit {
-                    op,
-                    ns: None,
-                    code: e.code,
-                    suppressed: 0,
-                };
-                return (
-                    Some(audit),
-                    protocol::encode_error(e.code, &e.message, None),
-                );
-            }
-        };
-        if op == Some(Op::Unseal) {
-            let allowed = self
-                .callers()
-                .unseal_allowed(peer.uid, Instant::now(), limits);
-            if let Err(Refusal::RateLimited(wait)) = allowed {
-                return self.limited(
-                    peer,
-                    op,
-                    ns,
-                    wait,
-                    "too many failed unseals; wait before trying again",
-                    limits,
-                );
-            }
-        }
-        let caller = Caller {
-            uid: peer.uid,
-            gid: peer.gid,
-        };
-        let outcome = self.execute(&policy, caller, req);
-        let code = match &outcome {
-            Ok(_) => Code::OK,
-            Err((c, _)) => *c,
-        };
-        if op == Some(Op::Unseal) {
-            self.callers()
-                .record_unseal(peer.uid, Instant::now(), is_caller_failure(code), limits);
-        }
-        let response = match outcome {
-            Ok(r) => r,
-            Err((c, m)) => {
-                protocol::encode_error(c, &m, c.is_retryable().then_some(RETRY_AFTER_MS))
-            }
-        };
-        let audit = Audit {
-            op,
-            ns,
-            code,
-            suppressed: 0,
-        };
-        (Some(audit), response)
-    }
-
-    fn denied(caller: Caller, op: Op, ns: Option<&str>) -> (Code, String) {
-        let on = ns.map(|n| format!(" on namespace {n}")).unwrap_or_default();
-        (
-            Code::Denied,
-            format!(
-                "denied: the policy does not grant uid {} gid {} `{}`{on}",
-                caller.uid,
-                caller.gid,
-                op.name()
-            ),
+        decision::decide(
+            &engine,
+            peer,
+            line,
+            Instant::now(),
+            &self.policy(),
+            &self.callers,
         )
     }
 
-    /// The run-time rule for a namespaced operation: never `boot/`, then
-    /// whatever the policy grants this caller.
-    fn authorize(policy: &Policy, caller: Caller, op: Op, ns: &str) -> Result<(), (Code, String)> {
-        if namespace::is_boot(ns) {
-            return Err(boot_refused());
-        }
-        if !policy.allows(caller, op, Some(ns)) {
-            return Err(Self::denied(caller, op, Some(ns)));
-        }
-        Ok(())
-    }
-
-    fn engine(&self, job: Job) -> Result<Answer, (Code, String)> {
-        self.engine.call(job).map_err(|f| (f.code, f.message))
-    }
-
-    fn execute(&self, policy: &Policy, caller: Caller, req: Request) -> Outcome {
-        let unexpected = || {
-            (
-                Code::Engine(Status::Internal),
-                "the key engine answered another operation".to_string(),
-            )
-        };
-        match req {
-            Request::Status => {
-                if !policy.allows(caller, Op::Status, None) {
-                    return Err(Self::denied(caller, Op::Status, None));
-                }
-                match self.engine(Job::Status)? {
-                    Answer::Status(s) => Ok(protocol::encode_status(&StatusInfo {
-                        backend: self.backend.name().into(),
-                        initialised: s.initialised,
-                        epoch: s.epoch,
-                        min_epoch: s.min_epoch,
-                        boot_locked: s.boot_locked,
-                        engine_version: version_string(s.engine_version),
-                    })),
-                    _ => Err(unexpected()),
-                }
-            }
-            Request::Pubkey => {
-                if !policy.allows(caller, Op::Pubkey, None) {
-                    return Err(Self::denied(caller, Op::Pubkey, None));
-                }
-                match self.engine(Job::Pubkey)? {
-                    Answer::Pubkey { sec1 } => armor::pubkey_to_pem(&sec1)
-                        .map(|pem| protocol::encode_pubkey(&pem))
-                        .map_err(|e| (Code::Engine(Status::Internal), e.to_string())),
-                    _ => Err(unexpected()),
-                }
-            }
-            Request::Seal(s) => {
-                Self::authorize(policy, caller, Op::Seal, &s.namespace)?;
-                match self.engine(Job::Seal {
-                    namespace: s.namespace,
-                    plaintext: s.plaintext,
-                })? {
-                    Answer::Seal { blob } => Ok(protocol::encode_seal(&blob)),
-                    _ => Err(unexpected()),
-                }
-            }
-            Request::Unseal(u) => {
-                if u.namespace
-                    .as_ref()
-                    .is_some_and(|want| *want != u.blob_namespace)
-                {
-                    return Err((
-                        Code::Engine(Status::NamespaceMismatch),
-                        Status::NamespaceMismatch.message().into(),
-                    ));
-                }
-                Self::authorize(policy, caller, Op::Unseal, &u.blob_namespace)?;
-                // The engine is told the namespace policy allowed, and
-                // checks the authenticated header against it.
-                match self.engine(Job::Unseal {
-                    blob: u.blob,
-                    namespace: u.blob_namespace,
-                })? {
-                    Answer::Unseal {
-                        namespace,
-                        plaintext,
-                    } => Ok(protocol::encode_unseal(&namespace, &plaintext)),
-                    _ => Err(unexpected()),
-                }
-            }
-        }
-    }
-
     fn reload(&self) {
-        activation::notify("RELOADING=1");
+        activation::notify(&[sd_notify::NotifyState::Reloading]);
         match Policy::load(&self.policy_path) {
             Ok(p) => {
-                log(&format!(
+                log::info!(
                     "teed: policy reloaded from {}: {} rules ({} add-ons)",
                     self.policy_path.display(),
                     p.rule_count(),
                     p.addon_count()
-                ));
+                );
                 let mut g = self.policy.write().unwrap_or_else(|p| p.into_inner());
                 *g = Arc::new(p);
             }
-            Err(e) => log(&format!(
-                "teed: policy reload rejected, the previous policy stays in force: {e}"
-            )),
+            Err(e) => {
+                log::warn!("teed: policy reload rejected, the previous policy stays in force: {e}")
+            }
         }
-        activation::notify("READY=1");
+        activation::notify(&[sd_notify::NotifyState::Ready]);
     }
 
     fn stop(&self) -> ! {
         self.stopping.store(true, Ordering::SeqCst);
-        activation::notify("STOPPING=1");
-        log("teed: stopping; finishing the requests in progress");
+        activation::notify(&[sd_notify::NotifyState::Stopping]);
+        log::info!("teed: stopping; finishing the requests in progress");
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.busy.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -404,124 +188,14 @@ impl Shared {
                 let _ = std::fs::remove_file(path);
             }
         }
-        log("teed: stopped");
+        log::info!("teed: stopped");
+        log::logger().flush();
         std::process::exit(0)
     }
 }
 
-fn boot_refused() -> (Code, String) {
-    (
-        Code::Denied,
-        "denied: boot/ namespaces are never served at run time (boot units use teectl directly)"
-            .into(),
-    )
-}
-
-/// Reads request lines with a bounded buffer and deadlines.
-struct LineReader {
-    buf: Zeroizing<Vec<u8>>,
-    /// Length of the current line (without its `\n`), once found.
-    line: usize,
-}
-
-enum ReadOutcome {
-    /// A full line is available ([`LineReader::line`]).
-    Line,
-    /// The peer closed between requests.
-    Closed,
-    /// Nothing arrived within the idle timeout.
-    Idle,
-    /// No `\n` within [`MAX_LINE`] bytes.
-    TooLong,
-    /// The peer closed in the middle of a line.
-    Truncated,
-    /// A started request did not complete within the request timeout.
-    TimedOut,
-    /// The connection failed.
-    Failed,
-}
-
-impl LineReader {
-    fn new() -> LineReader {
-        LineReader {
-            // Allocated once at full size: never reallocated, so no copy of
-            // a request is left behind in freed memory.
-            buf: Zeroizing::new(Vec::with_capacity(MAX_LINE)),
-            line: 0,
-        }
-    }
-
-    fn next(&mut self, mut stream: &UnixStream, limits: &Limits) -> ReadOutcome {
-        let mut started = (!self.buf.is_empty()).then(Instant::now);
-        loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-                self.line = i;
-                return ReadOutcome::Line;
-            }
-            let len = self.buf.len();
-            if len >= MAX_LINE {
-                return ReadOutcome::TooLong;
-            }
-            let timeout = match started {
-                None => limits.idle_timeout,
-                Some(t) => limits.request_timeout.saturating_sub(t.elapsed()),
-            };
-            if timeout.is_zero() || stream.set_read_timeout(Some(timeout)).is_err() {
-                return ReadOutcome::TimedOut;
-            }
-            self.buf.resize(MAX_LINE, 0);
-            let r = stream.read(&mut self.buf[len..]);
-            match r {
-                Ok(0) => {
-                    self.buf.truncate(len);
-                    return if len == 0 {
-                        ReadOutcome::Closed
-                    } else {
-                        ReadOutcome::Truncated
-                    };
-                }
-                Ok(n) => {
-                    self.buf.truncate(len + n);
-                    started.get_or_insert_with(Instant::now);
-                }
-                Err(e) => {
-                    self.buf.truncate(len);
-                    match e.kind() {
-                        std::io::ErrorKind::Interrupted => {}
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                            return if started.is_none() {
-                                ReadOutcome::Idle
-                            } else {
-                                ReadOutcome::TimedOut
-                            }
-                        }
-                        _ => return ReadOutcome::Failed,
-                    }
-                }
-            }
-        }
-    }
-
-    /// The current line, without its `\n`.
-    fn line(&self) -> &[u8] {
-        self.buf.get(..self.line).unwrap_or_default()
-    }
-
-    /// Drop the current line and its `\n`, wiping it; keep what follows.
-    fn consume(&mut self) {
-        let n = (self.line + 1).min(self.buf.len());
-        let rest = self.buf.len() - n;
-        self.buf.copy_within(n.., 0);
-        if let Some(tail) = self.buf.get_mut(rest..) {
-            tail.zeroize();
-        }
-        self.buf.truncate(rest);
-        self.line = 0;
-    }
-}
-
-fn write_response(mut stream: &UnixStream, response: &str, timeout: Duration) -> bool {
-    stream.set_write_timeout(Some(timeout)).is_ok() && stream.write_all(response.as_bytes()).is_ok()
+fn write_response(mut stream: &UnixStream, response: &[u8], timeout: Duration) -> bool {
+    stream.set_write_timeout(Some(timeout)).is_ok() && stream.write_all(response).is_ok()
 }
 
 /// Releases a connection slot when the connection ends, however it ends.
@@ -553,13 +227,13 @@ fn serve(shared: &Shared, stream: UnixStream, peer: Peer) {
                 limits.request_timeout,
             );
         };
-        match reader.next(&stream, &limits) {
+        match reader.next(&mut &stream, limits.idle_timeout, limits.request_timeout) {
             ReadOutcome::Line => {
                 shared.busy.fetch_add(1, Ordering::SeqCst);
-                let (audit, response) = shared.respond(peer, reader.line());
+                let Decision { answer, audit } = shared.respond(peer, reader.line());
                 reader.consume();
-                let written = write_response(&stream, &response, limits.request_timeout);
-                drop(response);
+                let written = write_response(&stream, &answer, limits.request_timeout);
+                drop(answer);
                 shared.busy.fetch_sub(1, Ordering::SeqCst);
                 if let Some(a) = audit {
                     shared.audit(peer, &a);
@@ -605,13 +279,7 @@ fn audit_and_answer(
     retry_after_ms: Option<u64>,
     timeout: Duration,
 ) {
-    let audit = Audit {
-        op: None,
-        ns: None,
-        code,
-        suppressed: 0,
-    };
-    shared.audit(peer, &audit);
+    shared.audit(peer, &Audit::connection(code));
     write_response(
         stream,
         &protocol::encode_error(code, message, retry_after_ms),
@@ -621,17 +289,7 @@ fn audit_and_answer(
 
 /// Turn a connection away at the door with one response line.
 fn refuse(shared: &Shared, stream: &UnixStream, peer: Peer, r: Refusal) {
-    let (code, message) = match r {
-        Refusal::Busy => (
-            Code::Engine(Status::Busy),
-            "the daemon is at its connection limit; retry",
-        ),
-        Refusal::TooManyConnections => (
-            Code::RateLimited,
-            "too many connections from this uid; close some and retry",
-        ),
-        Refusal::RateLimited(_) => (Code::RateLimited, "too many requests; slow down"),
-    };
+    let (code, message) = decision::refusal(r);
     audit_and_answer(
         shared,
         stream,
@@ -645,7 +303,7 @@ fn refuse(shared: &Shared, stream: &UnixStream, peer: Peer, r: Refusal) {
 
 /// Bind `path`, replacing a stale socket file but never a live daemon's.
 fn bind(path: &Path, mode: u32) -> Result<(UnixListener, u64, u64), ServeError> {
-    let unavailable = |m: String| fail(exit::UNAVAILABLE, m);
+    let unavailable = |m: String| fail(ServeErrorKind::Unavailable, m);
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(unavailable(format!(
@@ -685,29 +343,31 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let mut signals =
         signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(|e| {
             fail(
-                exit::INTERNAL,
+                ServeErrorKind::Internal,
                 format!("cannot install signal handlers: {e}"),
             )
         })?;
     // Take a socket from systemd before any thread starts (it edits the
     // environment).
-    let activated = activation::listener_from_systemd().map_err(|e| fail(exit::UNAVAILABLE, e))?;
+    let activated =
+        activation::listener_from_systemd().map_err(|e| fail(ServeErrorKind::Unavailable, e))?;
     let policy = Policy::load(&config.policy_path)
-        .map_err(|e| fail(exit::USAGE, format!("policy rejected: {e}")))?;
+        .map_err(|e| fail(ServeErrorKind::Config, format!("policy rejected: {e}")))?;
     if config.backend == BackendKind::Sim && config.sessions > 1 {
         return Err(fail(
-            exit::USAGE,
+            ServeErrorKind::Config,
             "the simulator backend takes one engine session (it locks its state); use --sessions 1",
         ));
     }
     let kind = config.backend;
     let state_dir = config.state_dir.clone();
-    let opener: Arc<Opener<Backend>> =
-        Arc::new(move || Backend::open(Some(kind), state_dir.as_deref()).map_err(|e| e.message));
+    let opener: Arc<Opener<Backend>> = Arc::new(move || {
+        Backend::open(Some(kind), state_dir.as_deref()).map_err(|e| e.to_string())
+    });
     let engine =
         EnginePool::start(config.sessions, opener, config.engine_timeout).map_err(|e| {
             fail(
-                exit::UNAVAILABLE,
+                ServeErrorKind::Unavailable,
                 format!("cannot open the key engine: {e}"),
             )
         })?;
@@ -752,7 +412,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             })
             .map_err(|e| {
                 fail(
-                    exit::INTERNAL,
+                    ServeErrorKind::Internal,
                     format!("cannot start the signal thread: {e}"),
                 )
             })?;
@@ -760,23 +420,29 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let backend_detail = match (&config.backend, &config.state_dir) {
         (BackendKind::Sim, Some(d)) => format!("sim, state {}", d.display()),
         (BackendKind::Sim, None) => {
-            format!("sim, state {}", crate::sim::default_state_dir().display())
+            format!(
+                "sim, state {}",
+                hakeys_client::sim::default_state_dir().display()
+            )
         }
         (BackendKind::Tee, _) => "tee".into(),
     };
-    log(&format!(
+    log::info!(
         "teed: serving on {place} (backend {backend_detail}, {} engine session{}); policy {}: {summary}",
         config.sessions.max(1),
         if config.sessions > 1 { "s" } else { "" },
         config.policy_path.display()
-    ));
-    activation::notify("READY=1\nSTATUS=serving");
+    );
+    activation::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors or similar: wait, do not spin.
-                log(&format!("teed: accept failed: {e}"));
+                log::warn!("teed: accept failed: {e}");
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
@@ -787,9 +453,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         let peer = match peer_of(&stream) {
             Ok(p) => p,
             Err(e) => {
-                log(&format!(
-                    "teed: cannot read a caller's credentials ({e}); connection dropped"
-                ));
+                log::warn!("teed: cannot read a caller's credentials ({e}); connection dropped");
                 continue;
             }
         };
@@ -814,7 +478,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             });
         if let Err(e) = spawned {
             // The closure, and with it the slot, is dropped: nothing leaks.
-            log(&format!("teed: cannot start a connection thread: {e}"));
+            log::error!("teed: cannot start a connection thread: {e}");
         }
     }
     Ok(())
