@@ -1,0 +1,191 @@
+//! `hakeys-unlock-data`, the boot flow's script, run against stand-in
+//! `teectl` and `cryptsetup` programs.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use super::tree;
+
+/// Stand-ins for teectl and cryptsetup that log their arguments and stdin,
+/// with exit codes from FAKE_* variables, and the files the script opens.
+struct Fakes {
+    dir: tempfile::TempDir,
+}
+
+impl Fakes {
+    fn new() -> Fakes {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        fs::create_dir(&bin).expect("bin");
+        let teectl = r#"#!/bin/sh
+echo "teectl $*" >> "$FAKE_DIR/log"
+case "$*" in
+*unseal*)
+	cat > "$FAKE_DIR/unseal.stdin"
+	[ "${FAKE_UNSEAL_RC:-0}" = 0 ] && printf 'k3y\nbytes\001'
+	exit "${FAKE_UNSEAL_RC:-0}" ;;
+*boot-done*)
+	exit "${FAKE_DONE_RC:-0}" ;;
+esac
+exit 99
+"#;
+        let cryptsetup = r#"#!/bin/sh
+echo "cryptsetup $*" >> "$FAKE_DIR/log"
+cat > "$FAKE_DIR/cryptsetup.stdin"
+exit "${FAKE_CRYPT_RC:-0}"
+"#;
+        for (name, text) in [("teectl", teectl), ("cryptsetup", cryptsetup)] {
+            let p = bin.join(name);
+            fs::write(&p, text).expect("write fake");
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        fs::write(dir.path().join("tee0"), "").expect("tee");
+        fs::write(dir.path().join("data-partition"), "").expect("device");
+        fs::write(dir.path().join("data.blob"), "hakeys:v1:BLOB\n").expect("blob");
+        Fakes { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, env: &[(&str, &str)]) -> Output {
+        let path = format!(
+            "{}:{}",
+            self.path("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Command::new("sh")
+            .arg(tree().join("package/hakeys-boot/hakeys-unlock-data"))
+            .env("PATH", path)
+            .env("FAKE_DIR", self.dir.path())
+            .env("TMPDIR", self.dir.path())
+            .env("HAKEYS_TEE_DEVICE", self.path("tee0"))
+            .env("HAKEYS_DATA_DEVICE", self.path("data-partition"))
+            .env("HAKEYS_DATA_BLOB", self.path("data.blob"))
+            .env("HAKEYS_DATA_NAME", "hakeys-test-no-such-mapping")
+            .env("HAKEYS_WAIT_SECONDS", "1")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run hakeys-unlock-data")
+    }
+
+    fn log(&self) -> Vec<String> {
+        fs::read_to_string(self.path("log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const UNSEAL: &str = "teectl --backend tee unseal --namespace boot/luks-data";
+const BOOT_DONE: &str = "teectl --backend tee boot-done";
+
+#[test]
+fn unlock_script_opens_the_partition_then_ends_the_boot_phase() {
+    let f = Fakes::new();
+    let o = f.run(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let crypt = format!(
+        "cryptsetup open --key-file - {} hakeys-test-no-such-mapping",
+        f.path("data-partition").display()
+    );
+    // teectl and cryptsetup run side by side in the pipe: either logs first.
+    let mut log = f.log();
+    assert_eq!(
+        log.pop().as_deref(),
+        Some(BOOT_DONE),
+        "boot-done comes last"
+    );
+    log.sort();
+    assert_eq!(log, vec![crypt, UNSEAL.to_string()]);
+    assert_eq!(
+        fs::read(f.path("unseal.stdin")).expect("stdin"),
+        b"hakeys:v1:BLOB\n"
+    );
+    assert_eq!(
+        fs::read(f.path("cryptsetup.stdin")).expect("key"),
+        b"k3y\nbytes\x01",
+        "cryptsetup gets the unsealed key byte-exact"
+    );
+    assert!(!stderr(&o).contains("k3y"), "the key never reaches the log");
+    let leftovers = fs::read_dir(f.dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("hakeys-unlock.")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "the status file is removed");
+}
+
+#[test]
+fn unlock_script_failures_still_end_the_boot_phase() {
+    // teectl refuses (each exit code has its own message); cryptsetup is
+    // never told a wrong key.
+    // Each failure: the unit fails with its own message, and the last thing
+    // it did was end the boot phase (or try to).
+    let fails_with = |f: &Fakes, env: &[(&str, &str)], words: &str| {
+        let o = f.run(env);
+        assert_eq!(o.status.code(), Some(1), "{env:?}");
+        assert!(stderr(&o).contains(words), "{env:?}: {}", stderr(&o));
+        assert_eq!(
+            f.log().last().map(String::as_str),
+            Some(BOOT_DONE),
+            "{env:?}"
+        );
+    };
+    for (rc, words) in [
+        ("3", "never set up"),
+        ("4", "boot phase is already over"),
+        ("5", "another board"),
+        ("6", "secure storage"),
+        ("7", "does not answer"),
+    ] {
+        fails_with(&Fakes::new(), &[("FAKE_UNSEAL_RC", rc)], words);
+    }
+    fails_with(
+        &Fakes::new(),
+        &[("FAKE_CRYPT_RC", "2")],
+        "cryptsetup could not open",
+    );
+    // boot-done itself fails: the unit fails.
+    fails_with(
+        &Fakes::new(),
+        &[("FAKE_DONE_RC", "7")],
+        "could not end the boot phase",
+    );
+    // The partition never appears.
+    let f = Fakes::new();
+    fs::remove_file(f.path("data-partition")).expect("rm");
+    fails_with(&f, &[], "did not appear");
+    assert_eq!(f.log(), vec![BOOT_DONE.to_string()]);
+}
+
+#[test]
+fn unlock_script_without_a_sealed_key_or_a_tee() {
+    // No blob: the data partition is not encrypted; only boot-done runs.
+    let f = Fakes::new();
+    fs::remove_file(f.path("data.blob")).expect("rm");
+    let o = f.run(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(f.log(), vec![BOOT_DONE.to_string()]);
+    assert!(stderr(&o).contains("nothing to unlock"));
+    // No TEE: fail, and touch nothing (teectl would otherwise pick its
+    // simulator backend).
+    let f = Fakes::new();
+    fs::remove_file(f.path("tee0")).expect("rm");
+    let o = f.run(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no TEE"), "{}", stderr(&o));
+    assert!(f.log().is_empty());
+}
