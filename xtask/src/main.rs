@@ -5,16 +5,21 @@
 //!   and the QEMU target's end-to-end scenario (`qemu-test`);
 //! - `deps`    install what the tests need (apt packages, cargo-fuzz);
 //! - `fuzz`    run each fuzz target for a short time (`--seconds N`, default 20);
-//! - `bench`   run the benchmarks and write docs/BENCHMARKS.md.
+//! - `bench`   run the benchmarks and write docs/BENCHMARKS.md;
+//! - `check-buildroot --buildroot DIR`  Buildroot's own check-package over
+//!   `buildroot/`, with a Buildroot checkout in DIR (not part of `test`).
 //!
-//! Everything it installs or builds beyond `target/` goes under `.cache/`
-//! (override with `HAKEYS_CACHE`), so a second run is fast.
+//! Everything it installs or builds beyond `target/` goes under
+//! `$XDG_CACHE_HOME/hakeys` (default `~/.cache/hakeys`, override with
+//! `HAKEYS_CACHE`), outside the clone, so a second run is fast even from a
+//! fresh clone.
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod buildroot;
 mod qemu;
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -27,8 +32,15 @@ pub(crate) fn root() -> PathBuf {
 }
 
 pub(crate) fn cache() -> PathBuf {
-    env::var_os("HAKEYS_CACHE")
+    if let Some(dir) = env::var_os("HAKEYS_CACHE") {
+        return PathBuf::from(dir);
+    }
+    // Outside the clone, so that a fresh clone on the same machine (as CI
+    // makes) starts warm.
+    env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("hakeys"))
         .unwrap_or_else(|| root().join(".cache"))
 }
 
@@ -67,14 +79,7 @@ fn succeeds(cmd: &mut Command) -> bool {
 }
 
 pub(crate) fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
+    rustix::process::geteuid().is_root()
 }
 
 fn apt_install(packages: &[&str]) -> Result {
@@ -217,7 +222,7 @@ fn teectl_bin() -> Result<PathBuf> {
         "build",
         "--release",
         "-p",
-        "hakeys-host",
+        "teectl",
         "--bin",
         "teectl",
     ]))?;
@@ -358,7 +363,11 @@ fn bench() -> Result {
         "build",
         "--release",
         "-p",
-        "hakeys-host",
+        "hakeys-client",
+        "-p",
+        "teectl",
+        "-p",
+        "teed",
         "-p",
         "rpmb-sim",
         "--bins",
@@ -439,13 +448,14 @@ fn main() -> ExitCode {
         Some("qemu-test") => qemu::test(qemu::CI_XTESTS),
         Some("qemu-shell") => qemu::shell(),
         Some("qemu-bench") => qemu::bench(),
+        Some("check-buildroot") => buildroot::check(opt("--buildroot")),
         Some("deps") => deps().map(|py| eprintln!("ok (python: {py})")),
         Some("fuzz") => match opt("--seconds").unwrap_or_else(|| "20".into()).parse() {
             Ok(s) => fuzz(s),
             Err(_) => Err("--seconds takes a whole number".into()),
         },
         _ => Err(
-            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N] | bench | qemu-test | qemu-shell | qemu-bench"
+            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N] | bench | qemu-test | qemu-shell | qemu-bench | check-buildroot --buildroot DIR"
                 .into(),
         ),
     };
