@@ -56,14 +56,53 @@ impl core::fmt::Display for EntropyError {
 
 impl core::error::Error for EntropyError {}
 
-/// Where the engine keeps its one state record. Implementations must make
-/// [`SecureStorage::store`] atomic: after a crash at any point, a following
-/// [`SecureStorage::load`] returns either the previous record or the new one.
+/// The engine's stored objects. Each holds at most [`MAX_OBJECT_LEN`]
+/// bytes. Which ones the engine writes, when, and why that survives a power
+/// cut at any write is specified in `engine/SPEC.md` ("State layout").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectId {
+    /// The state record of format v1, as releases before the slot layout
+    /// wrote it. Read to carry such a device over; never written again.
+    LegacyState,
+    /// The first of the two state slots, written alternately.
+    SlotA,
+    /// The second state slot.
+    SlotB,
+    /// The initialisation marker: written when the device is initialised,
+    /// never rewritten or removed, so that lost state is told apart from a
+    /// device that was never set up.
+    Marker,
+}
+
+impl ObjectId {
+    /// Every object, in a fixed order.
+    pub const ALL: [ObjectId; 4] = [
+        ObjectId::LegacyState,
+        ObjectId::SlotA,
+        ObjectId::SlotB,
+        ObjectId::Marker,
+    ];
+}
+
+/// The largest stored object, in bytes.
+pub const MAX_OBJECT_LEN: usize = 256;
+
+/// Where the engine keeps its objects (an OP-TEE persistent object per
+/// [`ObjectId`] in RPMB on a board; an RPMB block per object in the
+/// simulator; memory in tests).
+///
+/// The contract an implementation must keep, on which the engine's
+/// power-cut safety rests: a [`SecureStorage::write`] interrupted at any
+/// point (a crash, a power cut, a failed write) leaves object `id` holding
+/// its previous contents, the new contents, or contents that fail the
+/// engine's own integrity check of that object — and never changes any
+/// other object. A write of a missing object, interrupted, leaves it
+/// missing or complete.
 pub trait SecureStorage {
-    /// Read the record into `buf`; `Ok(None)` if none was ever stored.
-    fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError>;
-    /// Atomically replace the record.
-    fn store(&mut self, record: &[u8]) -> Result<(), StorageError>;
+    /// Read object `id` into `buf`; `Ok(None)` if it does not exist.
+    fn read(&mut self, id: ObjectId, buf: &mut [u8]) -> Result<Option<usize>, StorageError>;
+    /// Write object `id` whole, creating it if it does not exist.
+    fn write(&mut self, id: ObjectId, data: &[u8]) -> Result<(), StorageError>;
 }
 
 /// Secure storage failed.
@@ -90,19 +129,38 @@ impl core::error::Error for StorageError {}
 /// survives the value; never use it for real keys.
 #[derive(Clone, Default)]
 pub struct MemoryStorage {
-    record: Option<heapless::Vec<u8, 128>>,
+    objects: [Option<heapless::Vec<u8, MAX_OBJECT_LEN>>; 4],
+}
+
+fn slot_of(id: ObjectId) -> usize {
+    match id {
+        ObjectId::LegacyState => 0,
+        ObjectId::SlotA => 1,
+        ObjectId::SlotB => 2,
+        ObjectId::Marker => 3,
+    }
 }
 
 impl MemoryStorage {
-    /// The stored record, if any (tests inspect and corrupt it).
-    pub fn record_mut(&mut self) -> Option<&mut [u8]> {
-        self.record.as_mut().map(|r| r.as_mut_slice())
+    /// Object `id`, if it exists (tests inspect and corrupt it).
+    pub fn object_mut(&mut self, id: ObjectId) -> Option<&mut [u8]> {
+        self.objects
+            .get_mut(slot_of(id))
+            .and_then(|o| o.as_mut())
+            .map(|r| r.as_mut_slice())
+    }
+
+    /// Remove object `id` (tests: a lost object).
+    pub fn remove(&mut self, id: ObjectId) {
+        if let Some(o) = self.objects.get_mut(slot_of(id)) {
+            *o = None;
+        }
     }
 }
 
 impl SecureStorage for MemoryStorage {
-    fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
-        match &self.record {
+    fn read(&mut self, id: ObjectId, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
+        match self.objects.get(slot_of(id)).and_then(|o| o.as_ref()) {
             None => Ok(None),
             Some(r) => {
                 let dst = buf.get_mut(..r.len()).ok_or(StorageError::Corrupt)?;
@@ -112,8 +170,10 @@ impl SecureStorage for MemoryStorage {
         }
     }
 
-    fn store(&mut self, record: &[u8]) -> Result<(), StorageError> {
-        self.record = Some(heapless::Vec::from_slice(record).map_err(|_| StorageError::Io)?);
+    fn write(&mut self, id: ObjectId, data: &[u8]) -> Result<(), StorageError> {
+        let obj = heapless::Vec::from_slice(data).map_err(|_| StorageError::Io)?;
+        let o = self.objects.get_mut(slot_of(id)).ok_or(StorageError::Io)?;
+        *o = Some(obj);
         Ok(())
     }
 }
@@ -326,7 +386,7 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
     fn load(&mut self) -> Result<Option<&State>, EngineError> {
         if self.cached.is_none() {
             let mut buf = [0u8; state::STATE_LEN + 1];
-            let loaded = self.storage.load(&mut buf);
+            let loaded = self.storage.read(ObjectId::LegacyState, &mut buf);
             let result = match loaded {
                 Ok(None) => Ok(None),
                 Ok(Some(n)) => buf
@@ -357,7 +417,7 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
     /// Persist `next` atomically; only then does it become the engine's state.
     fn commit(&mut self, next: State) -> Result<(), EngineError> {
         let mut rec = next.encode();
-        let stored = self.storage.store(&rec);
+        let stored = self.storage.write(ObjectId::LegacyState, &rec);
         rec.zeroize();
         match stored {
             Ok(()) => {

@@ -41,20 +41,22 @@ pub(crate) struct MemStorage {
 
 impl MemStorage {
     fn record(&mut self) -> Option<StdVec<u8>> {
-        self.inner.record_mut().map(|r| r.to_vec())
+        self.inner
+            .object_mut(ObjectId::LegacyState)
+            .map(|r| r.to_vec())
     }
 }
 
 impl SecureStorage for MemStorage {
-    fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
-        self.inner.load(buf)
+    fn read(&mut self, id: ObjectId, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
+        self.inner.read(id, buf)
     }
-    fn store(&mut self, record: &[u8]) -> Result<(), StorageError> {
+    fn write(&mut self, id: ObjectId, data: &[u8]) -> Result<(), StorageError> {
         if std::mem::take(&mut self.fail_next_store) {
             return Err(StorageError::Io);
         }
         self.stores += 1;
-        self.inner.store(record)
+        self.inner.write(id, data)
     }
 }
 
@@ -602,7 +604,7 @@ fn a_failed_store_changes_nothing() {
 fn corrupt_storage_is_reported_not_trusted() {
     let mut e = engine(60);
     let mut storage = e.storage_mut().clone();
-    if let Some(r) = storage.inner.record_mut() {
+    if let Some(r) = storage.inner.object_mut(ObjectId::LegacyState) {
         r[0] = 9;
     }
     let mut e2 = Engine::new(storage, TestEntropy(61));

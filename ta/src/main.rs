@@ -30,7 +30,7 @@ extern crate alloc;
 
 use core::cell::RefCell;
 
-use hakeys_engine::{Engine, Entropy, EntropyError, SecureStorage, StorageError};
+use hakeys_engine::{Engine, Entropy, EntropyError, ObjectId, SecureStorage, StorageError};
 use hakeys_proto::{MAX_MESSAGE_LEN, TA_CMD_REQUEST};
 use optee_utee::{
     ta_close_session, ta_create, ta_destroy, ta_invoke_command, ta_open_session, DataFlag,
@@ -61,7 +61,14 @@ fn storage_error(e: optee_utee::Error) -> StorageError {
 }
 
 impl SecureStorage for RpmbObject {
-    fn load(&mut self, buf: &mut [u8]) -> core::result::Result<Option<usize>, StorageError> {
+    fn read(
+        &mut self,
+        id: ObjectId,
+        buf: &mut [u8],
+    ) -> core::result::Result<Option<usize>, StorageError> {
+        if id != ObjectId::LegacyState {
+            return Ok(None);
+        }
         let mut obj = match PersistentObject::open(
             ObjectStorageConstants::PrivateRpmb,
             STATE_OBJECT_ID,
@@ -80,7 +87,10 @@ impl SecureStorage for RpmbObject {
         Ok(Some(n))
     }
 
-    fn store(&mut self, record: &[u8]) -> core::result::Result<(), StorageError> {
+    fn write(&mut self, id: ObjectId, record: &[u8]) -> core::result::Result<(), StorageError> {
+        if id != ObjectId::LegacyState {
+            return Err(StorageError::Io);
+        }
         // Create-with-OVERWRITE writes the new object and switches to it in
         // one RPMB directory update: after a power cut, old or new record.
         PersistentObject::create(

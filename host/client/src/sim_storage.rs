@@ -18,7 +18,7 @@
 
 use aes_gcm::aead::{AeadInOut, KeyInit, Nonce, Tag};
 use aes_gcm::Aes256Gcm;
-use hakeys_engine::{SecureStorage, StorageError};
+use hakeys_engine::{ObjectId, SecureStorage, StorageError};
 use rpmb_sim::client::{self, ClientError};
 use rpmb_sim::RpmbDevice;
 use sha2::Sha256;
@@ -258,7 +258,10 @@ impl RpmbStateStorage {
 }
 
 impl SecureStorage for RpmbStateStorage {
-    fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
+    fn read(&mut self, id: ObjectId, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
+        if id != ObjectId::LegacyState {
+            return Ok(None);
+        }
         self.load_inner(buf).map_err(|e| {
             let kind = match e {
                 SimStorageError::Io(_) => StorageError::Io,
@@ -269,7 +272,10 @@ impl SecureStorage for RpmbStateStorage {
         })
     }
 
-    fn store(&mut self, record: &[u8]) -> Result<(), StorageError> {
+    fn write(&mut self, id: ObjectId, record: &[u8]) -> Result<(), StorageError> {
+        if id != ObjectId::LegacyState {
+            return Err(StorageError::Io);
+        }
         self.store_inner(record).map_err(|e| {
             let kind = match e {
                 SimStorageError::Io(_) => StorageError::Io,

@@ -235,29 +235,19 @@ fn run<T: Transport>(c: &mut Client<T>, job: Job) -> Result<Answer, ClientError>
 mod tests {
     use super::*;
     use hakeys_client::client::TransportError;
-    use hakeys_engine::{Engine, SecureStorage, StorageError};
+    use hakeys_engine::{Engine, MemoryStorage, ObjectId, SecureStorage, StorageError};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Storage shared by every session the opener makes (the TA's RPMB).
     #[derive(Clone, Default)]
-    struct Mem(Arc<Mutex<Option<Vec<u8>>>>);
+    struct Mem(Arc<Mutex<MemoryStorage>>);
 
     impl SecureStorage for Mem {
-        fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
-            let g = self.0.lock().map_err(|_| StorageError::Io)?;
-            match g.as_ref() {
-                None => Ok(None),
-                Some(r) => {
-                    buf.get_mut(..r.len())
-                        .ok_or(StorageError::Corrupt)?
-                        .copy_from_slice(r);
-                    Ok(Some(r.len()))
-                }
-            }
+        fn read(&mut self, id: ObjectId, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
+            self.0.lock().map_err(|_| StorageError::Io)?.read(id, buf)
         }
-        fn store(&mut self, r: &[u8]) -> Result<(), StorageError> {
-            *self.0.lock().map_err(|_| StorageError::Io)? = Some(r.to_vec());
-            Ok(())
+        fn write(&mut self, id: ObjectId, data: &[u8]) -> Result<(), StorageError> {
+            self.0.lock().map_err(|_| StorageError::Io)?.write(id, data)
         }
     }
 
