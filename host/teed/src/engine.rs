@@ -32,6 +32,8 @@ pub enum Job {
     },
     Pubkey,
     Status,
+    /// End the boot phase (teed's start-up check, never a caller's request).
+    BootDone,
 }
 
 /// The engine's answer.
@@ -47,6 +49,7 @@ pub enum Answer {
         sec1: Vec<u8>,
     },
     Status(StatusResponse),
+    BootDone,
 }
 
 /// Why a job failed: the code for the caller and one line without secrets.
@@ -228,6 +231,7 @@ fn run<T: Transport>(c: &mut Client<T>, job: Job) -> Result<Answer, ClientError>
         }),
         Job::Pubkey => Ok(Answer::Pubkey { sec1: c.pubkey()? }),
         Job::Status => Ok(Answer::Status(c.status()?)),
+        Job::BootDone => c.boot_done().map(|()| Answer::BootDone),
     }
 }
 

@@ -337,6 +337,41 @@ fn bind(path: &Path, mode: u32) -> Result<(UnixListener, u64, u64), ServeError> 
     Ok((listener, meta.dev(), meta.ino()))
 }
 
+/// The daemon serves no one while `boot/` secrets could still be unsealed.
+/// The boot unit ends the boot phase (`teectl boot-done`) before teed
+/// starts; if it did not (it failed, or was left out), teed ends it here,
+/// says so, and refuses to start if it cannot (docs/security-model.md,
+/// "The boot phase ends for certain").
+fn ensure_boot_phase_over(engine: &EnginePool) -> Result<(), ServeError> {
+    let unavailable = |f: Failure| {
+        fail(
+            ServeErrorKind::Unavailable,
+            format!("cannot check the boot phase: {}", f.message),
+        )
+    };
+    match engine.call(Job::Status).map_err(unavailable)? {
+        Answer::Status(s) if s.boot_locked || !s.initialised => return Ok(()),
+        Answer::Status(_) => {}
+        _ => {
+            return Err(fail(
+                ServeErrorKind::Internal,
+                "the key engine answered another operation",
+            ))
+        }
+    }
+    log::warn!(
+        "teed: the boot phase was still open (the boot unit did not run `teectl boot-done`); ending it before serving anyone"
+    );
+    match engine.call(Job::BootDone) {
+        Ok(Answer::BootDone) => Ok(()),
+        Ok(_) => Err(fail(ServeErrorKind::Internal, "the key engine answered another operation")),
+        Err(f) => Err(fail(
+            ServeErrorKind::Unavailable,
+            format!("cannot end the boot phase ({}); refusing to serve while boot/ secrets can be unsealed", f.message),
+        )),
+    }
+}
+
 /// Run the daemon until SIGTERM or SIGINT (then the process exits 0).
 pub fn run(config: Config) -> Result<(), ServeError> {
     // Signals first: SIGHUP's default action would end the process.
@@ -371,6 +406,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
                 format!("cannot open the key engine: {e}"),
             )
         })?;
+    ensure_boot_phase_over(&engine)?;
     let (listener, bound, place) = match activated {
         Some(l) => (l, None, "the socket passed by systemd".to_string()),
         None => {

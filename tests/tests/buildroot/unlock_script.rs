@@ -27,7 +27,14 @@ case "$*" in
 	[ "${FAKE_UNSEAL_RC:-0}" = 0 ] && printf 'k3y\nbytes\001'
 	exit "${FAKE_UNSEAL_RC:-0}" ;;
 *boot-done*)
+	# FAKE_DONE_FAILS: fail that many times first (with FAKE_DONE_RC or 7).
+	n=$(cat "$FAKE_DIR/done.count" 2>/dev/null || echo 0)
+	echo $((n + 1)) > "$FAKE_DIR/done.count"
+	if [ "$n" -lt "${FAKE_DONE_FAILS:-0}" ]; then exit "${FAKE_DONE_RC:-7}"; fi
 	exit "${FAKE_DONE_RC:-0}" ;;
+*status*)
+	printf '%s\n' "${FAKE_STATUS:-{\"boot_locked\":true}}"
+	exit 0 ;;
 esac
 exit 99
 "#;
@@ -52,13 +59,17 @@ exit "${FAKE_CRYPT_RC:-0}"
     }
 
     fn run(&self, env: &[(&str, &str)]) -> Output {
+        self.run_script("hakeys-unlock-data", env)
+    }
+
+    fn run_script(&self, script: &str, env: &[(&str, &str)]) -> Output {
         let path = format!(
             "{}:{}",
             self.path("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
         Command::new("sh")
-            .arg(tree().join("package/hakeys-boot/hakeys-unlock-data"))
+            .arg(tree().join("package/hakeys-boot").join(script))
             .env("PATH", path)
             .env("FAKE_DIR", self.dir.path())
             .env("TMPDIR", self.dir.path())
@@ -69,7 +80,7 @@ exit "${FAKE_CRYPT_RC:-0}"
             .env("HAKEYS_WAIT_SECONDS", "1")
             .envs(env.iter().copied())
             .output()
-            .expect("run hakeys-unlock-data")
+            .unwrap_or_else(|e| panic!("run {script}: {e}"))
     }
 
     fn log(&self) -> Vec<String> {
@@ -188,4 +199,68 @@ fn unlock_script_without_a_sealed_key_or_a_tee() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no TEE"), "{}", stderr(&o));
     assert!(f.log().is_empty());
+}
+
+#[test]
+fn boot_done_unit_retries_then_checks_the_engine() {
+    let f = Fakes::new();
+    let o = f.run_script("hakeys-boot-done", &[("FAKE_DONE_FAILS", "2")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let done = f.log().iter().filter(|l| l.contains("boot-done")).count();
+    assert_eq!(done, 3, "two failures, then success: {:?}", f.log());
+    assert!(f.log().last().is_some_and(|l| l.contains("status")));
+    assert!(stderr(&o).contains("boot phase over"), "{}", stderr(&o));
+}
+
+#[test]
+fn boot_done_unit_fails_closed() {
+    // boot-done never succeeds: the unit fails (and with it, by RequiredBy=,
+    // the container engine and the daemon).
+    let f = Fakes::new();
+    let o = f.run_script(
+        "hakeys-boot-done",
+        &[("FAKE_DONE_FAILS", "99"), ("HAKEYS_TRIES", "3")],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("failed 3 times") && stderr(&o).contains("not started"),
+        "{}",
+        stderr(&o)
+    );
+    // boot-done says yes but the engine still reports the phase open.
+    let f = Fakes::new();
+    let o = f.run_script(
+        "hakeys-boot-done",
+        &[("FAKE_STATUS", "{\"boot_locked\":false}")],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("still reports"), "{}", stderr(&o));
+    // No TEE device at all.
+    let f = Fakes::new();
+    fs::remove_file(f.path("tee0")).expect("rm");
+    let o = f.run_script("hakeys-boot-done", &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no TEE"), "{}", stderr(&o));
+    assert!(f.log().is_empty(), "{:?}", f.log());
+}
+
+#[test]
+fn boot_done_unit_is_required_by_what_serves_home_assistant() {
+    let unit = std::fs::read_to_string(tree().join("package/hakeys-boot/hakeys-boot-done.service"))
+        .expect("unit");
+    let line = unit
+        .lines()
+        .find(|l| l.starts_with("RequiredBy="))
+        .expect("RequiredBy=");
+    for u in ["docker.service", "teed.service", "teed.socket"] {
+        assert!(line.contains(u), "{line}");
+        assert!(
+            unit.lines()
+                .any(|l| l.starts_with("Before=") && l.contains(u)),
+            "not ordered before {u}"
+        );
+    }
+    let preset = std::fs::read_to_string(tree().join("package/hakeys-boot/50-hakeys-boot.preset"))
+        .expect("preset");
+    assert!(preset.contains("enable hakeys-boot-done.service"));
 }

@@ -26,6 +26,7 @@ impl Engine for FakeEngine {
             Job::Seal { .. } => "seal",
             Job::Pubkey => "pubkey",
             Job::Status => "status",
+            Job::BootDone => "boot-done",
         };
         self.seen.borrow_mut().push(name);
         if let Some(f) = &self.fail {
@@ -42,6 +43,7 @@ impl Engine for FakeEngine {
             Job::Pubkey => Answer::Pubkey {
                 sec1: p256_generator_sec1(),
             },
+            Job::BootDone => Answer::BootDone,
             Job::Status => Answer::Status(StatusResponse {
                 engine_version: 0x0001_0000,
                 initialised: true,
