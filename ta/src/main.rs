@@ -5,9 +5,10 @@
 //!   at it; the engine decodes and validates only that copy; the response is
 //!   written back through the bounds-checked output memref;
 //! - an [`Entropy`] adapter over `TEE_GenerateRandom`;
-//! - a [`SecureStorage`] adapter over one OP-TEE persistent object in
-//!   `TEE_STORAGE_PRIVATE_RPMB` (created with OVERWRITE, which OP-TEE commits
-//!   atomically);
+//! - a [`SecureStorage`] adapter over one OP-TEE persistent object per
+//!   [`ObjectId`] in `TEE_STORAGE_PRIVATE_RPMB`, written only in ways that
+//!   OP-TEE 4.10.0's RPMB file system commits atomically (see
+//!   [`RpmbObject`] and `docs/optee-rpmb-atomicity.md`);
 //! - one engine for the life of the single-instance, keep-alive TA, so the
 //!   boot-phase lock set by `boot-done` holds until the next boot.
 #![no_std]
@@ -36,11 +37,33 @@ use optee_utee::{
     ta_close_session, ta_create, ta_destroy, ta_invoke_command, ta_open_session, DataFlag,
     ErrorKind, GenericObject, ObjectStorageConstants, ParameterMemref, ParameterMemrefInput,
     ParameterMemrefOutput, ParameterMemrefRead, ParameterMemrefWrite, ParameterNone, ParametersAny,
-    PersistentObject, Random, Result,
+    PersistentObject, Random, Result, Whence,
 };
 
-/// The persistent object holding the engine's state record.
-const STATE_OBJECT_ID: &[u8] = b"hakeys-state-v1";
+/// The persistent object of each engine object in `TEE_STORAGE_PRIVATE_RPMB`.
+/// `hakeys-state-v1` is the object that releases before the slot layout
+/// wrote; the engine reads it to carry such a device over.
+fn object_name(id: ObjectId) -> &'static [u8] {
+    match id {
+        ObjectId::LegacyState => b"hakeys-state-v1",
+        ObjectId::SlotA => b"hakeys-slot-a",
+        ObjectId::SlotB => b"hakeys-slot-b",
+        ObjectId::Marker => b"hakeys-initialised",
+    }
+}
+
+/// The longest object this adapter writes. An object's file in OP-TEE's
+/// RPMB file system starts on a 256-byte block boundary
+/// (`rpmb_fs_write_primitive` allocates from `TEE_MM_POOL_HI_ALLOC` in
+/// 256-byte granules) with the 24-byte `struct tee_svc_storage_head`
+/// (core/tee/tee_svc_storage.c) before the data stream of an object without
+/// attributes; an in-place write of `len` bytes at data position 0 is one
+/// block, hence one authenticated RPMB write, only while 24 + `len` <= 256.
+const MAX_RECORD_LEN: usize = 256 - 24;
+
+// The engine's records must take the one-write path (the slot and marker
+// records are checked at run time in `write`, which refuses anything longer).
+const _: () = assert!(hakeys_engine::state::STATE_LEN <= MAX_RECORD_LEN);
 
 struct TeeRng;
 
@@ -51,6 +74,38 @@ impl Entropy for TeeRng {
     }
 }
 
+/// The engine's objects as OP-TEE persistent data objects (no attributes)
+/// in `TEE_STORAGE_PRIVATE_RPMB`.
+///
+/// The [`SecureStorage`] contract (an interrupted write leaves the old or
+/// the new contents; a missing object stays missing or appears complete;
+/// no other object changes) holds because `write` uses only the two object
+/// operations that OP-TEE 4.10.0's RPMB file system (core/tee/tee_rpmb_fs.c)
+/// commits in one authenticated write, as analysed in
+/// `docs/optee-rpmb-atomicity.md`:
+///
+/// 1. **in place, same length, at most [`MAX_RECORD_LEN`] bytes**:
+///    `TEE_WriteObjectData` → `syscall_storage_obj_write` →
+///    `rpmb_fs_write` → `rpmb_fs_write_primitive`, which writes in place
+///    when the write does not extend the file and
+///    `tee_rpmb_write_is_atomic` holds (the bytes lie in one 256-byte block,
+///    as `rpmb_set_dev_info` fixes `rel_wr_blkcnt` at 1):
+///    `tee_rpmb_write` re-encrypts that block and `tee_rpmb_write_blk` sends
+///    it as one write frame; the FAT is not touched. RPMB applies one
+///    authenticated write whole or not at all: old record or new.
+/// 2. **create of a missing object, without OVERWRITE**: `rpmb_fs_create`
+///    writes the header and data into a hidden temporary file
+///    (`/<uuid>/.<id>`, which `TEE_OpenPersistentObject` never finds), and
+///    only its last write, `rpmb_fs_rename_internal`, renames that FAT
+///    entry to the real name: the object is missing or complete. A leftover
+///    temporary file is reused by the next create of the same ID
+///    (`rpmb_fs_open_internal`).
+///
+/// Never used: create with OVERWRITE over an existing object
+/// (`rpmb_fs_rename_internal` zeroes the old FAT entry in one write and
+/// renames the temporary file in a second: a cut between them leaves no
+/// object at all), truncation, rename and delete. An existing object with
+/// another length is an error, not something to repair here.
 struct RpmbObject;
 
 fn storage_error(e: optee_utee::Error) -> StorageError {
@@ -66,12 +121,11 @@ impl SecureStorage for RpmbObject {
         id: ObjectId,
         buf: &mut [u8],
     ) -> core::result::Result<Option<usize>, StorageError> {
-        if id != ObjectId::LegacyState {
-            return Ok(None);
-        }
+        // A hidden temporary file of an interrupted create is never found
+        // here: `rpmb_fs_open_internal` looks up the real name only.
         let mut obj = match PersistentObject::open(
             ObjectStorageConstants::PrivateRpmb,
-            STATE_OBJECT_ID,
+            object_name(id),
             DataFlag::ACCESS_READ | DataFlag::SHARE_READ,
         ) {
             Ok(o) => o,
@@ -80,6 +134,8 @@ impl SecureStorage for RpmbObject {
         };
         let size = obj.info().map_err(storage_error)?.data_size();
         let dst = buf.get_mut(..size).ok_or(StorageError::Corrupt)?;
+        // `rpmb_fs_read` reads the whole range in one authenticated read
+        // request: it never sees half of a write.
         let n = obj.read(dst).map_err(storage_error)? as usize;
         if n != size {
             return Err(StorageError::Corrupt);
@@ -88,23 +144,49 @@ impl SecureStorage for RpmbObject {
     }
 
     fn write(&mut self, id: ObjectId, record: &[u8]) -> core::result::Result<(), StorageError> {
-        if id != ObjectId::LegacyState {
+        if record.len() > MAX_RECORD_LEN {
+            // Would take the copy-on-write path (still old-or-new, but
+            // several writes); the layout promises one.
             return Err(StorageError::Io);
         }
-        // Create-with-OVERWRITE writes the new object and switches to it in
-        // one RPMB directory update: after a power cut, old or new record.
-        PersistentObject::create(
+        let name = object_name(id);
+        match PersistentObject::open(
             ObjectStorageConstants::PrivateRpmb,
-            STATE_OBJECT_ID,
-            DataFlag::ACCESS_READ
-                | DataFlag::ACCESS_WRITE
-                | DataFlag::ACCESS_WRITE_META
-                | DataFlag::OVERWRITE,
-            None,
-            record,
-        )
-        .map(drop)
-        .map_err(storage_error)
+            name,
+            DataFlag::ACCESS_READ | DataFlag::ACCESS_WRITE,
+        ) {
+            Ok(mut obj) => {
+                if obj.info().map_err(storage_error)?.data_size() != record.len() {
+                    // Rewriting it with another length would extend or
+                    // shrink the file (copy-on-write or truncate); never
+                    // replace, truncate, rename or delete an existing
+                    // object from here.
+                    return Err(StorageError::Io);
+                }
+                // Case 1 above: `end <= data_size` and one block, so
+                // `rpmb_fs_write_primitive` takes the in-place branch: one
+                // authenticated write. The handle closes on drop.
+                obj.seek(0, Whence::DataSeekSet).map_err(storage_error)?;
+                obj.write(record).map_err(storage_error)
+            }
+            Err(e) if e.kind() == ErrorKind::ItemNotFound => {
+                // Case 2 above: a create without OVERWRITE appears under its
+                // name only with the rename, its last write. Should the
+                // object exist after all, OP-TEE answers ACCESS_CONFLICT
+                // (after removing its temporary file) and nothing existing
+                // is touched.
+                PersistentObject::create(
+                    ObjectStorageConstants::PrivateRpmb,
+                    name,
+                    DataFlag::ACCESS_READ | DataFlag::ACCESS_WRITE,
+                    None,
+                    record,
+                )
+                .map(drop)
+                .map_err(storage_error)
+            }
+            Err(e) => Err(storage_error(e)),
+        }
     }
 }
 
