@@ -6,7 +6,7 @@
 //! [`SecureStorage`]. The engine is driven only through encoded protocol
 //! messages ([`Engine::handle`]), so every backend exercises the same decoder.
 //!
-//! Formats (state record, sealed blob, attestation evidence) are specified in
+//! Formats (state layout, sealed blob, attestation evidence) are specified in
 //! `engine/SPEC.md`.
 #![no_std]
 // Lints: `Cargo.toml` [lints] (no unsafe; no unwrap, expect, indexing or
@@ -19,7 +19,9 @@ pub mod attest;
 pub mod blob;
 pub mod crypto;
 pub mod namespace;
+pub mod slots;
 pub mod state;
+mod storage;
 
 use hakeys_proto::{
     self as proto, AttestResponse, BlobResponse, EpochResponse, InitResponse, PingResponse,
@@ -29,6 +31,7 @@ use p256::SecretKey;
 use zeroize::Zeroize;
 
 pub use state::State;
+pub use storage::{MemoryStorage, ObjectId, SecureStorage, StorageError, MAX_OBJECT_LEN};
 
 /// Version of the engine, reported by `ping`, `status` and attestation:
 /// `major << 16 | minor << 8 | patch`.
@@ -55,128 +58,6 @@ impl core::fmt::Display for EntropyError {
 }
 
 impl core::error::Error for EntropyError {}
-
-/// The engine's stored objects. Each holds at most [`MAX_OBJECT_LEN`]
-/// bytes. Which ones the engine writes, when, and why that survives a power
-/// cut at any write is specified in `engine/SPEC.md` ("State layout").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ObjectId {
-    /// The state record of format v1, as releases before the slot layout
-    /// wrote it. Read to carry such a device over; never written again.
-    LegacyState,
-    /// The first of the two state slots, written alternately.
-    SlotA,
-    /// The second state slot.
-    SlotB,
-    /// The initialisation marker: written when the device is initialised,
-    /// never rewritten or removed, so that lost state is told apart from a
-    /// device that was never set up.
-    Marker,
-}
-
-impl ObjectId {
-    /// Every object, in a fixed order.
-    pub const ALL: [ObjectId; 4] = [
-        ObjectId::LegacyState,
-        ObjectId::SlotA,
-        ObjectId::SlotB,
-        ObjectId::Marker,
-    ];
-}
-
-/// The largest stored object, in bytes.
-pub const MAX_OBJECT_LEN: usize = 256;
-
-/// Where the engine keeps its objects (an OP-TEE persistent object per
-/// [`ObjectId`] in RPMB on a board; an RPMB block per object in the
-/// simulator; memory in tests).
-///
-/// The contract an implementation must keep, on which the engine's
-/// power-cut safety rests: a [`SecureStorage::write`] interrupted at any
-/// point (a crash, a power cut, a failed write) leaves object `id` holding
-/// its previous contents, the new contents, or contents that fail the
-/// engine's own integrity check of that object — and never changes any
-/// other object. A write of a missing object, interrupted, leaves it
-/// missing or complete.
-pub trait SecureStorage {
-    /// Read object `id` into `buf`; `Ok(None)` if it does not exist.
-    fn read(&mut self, id: ObjectId, buf: &mut [u8]) -> Result<Option<usize>, StorageError>;
-    /// Write object `id` whole, creating it if it does not exist.
-    fn write(&mut self, id: ObjectId, data: &[u8]) -> Result<(), StorageError>;
-}
-
-/// Secure storage failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageError {
-    /// Could not be read or written.
-    Io,
-    /// What was read fails its integrity or freshness check.
-    Corrupt,
-}
-
-impl core::fmt::Display for StorageError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            StorageError::Io => "secure storage could not be read or written",
-            StorageError::Corrupt => "secure storage failed its integrity or freshness check",
-        })
-    }
-}
-
-impl core::error::Error for StorageError {}
-
-/// Secure storage in memory: for tests, fuzzing and benchmarks. Nothing
-/// survives the value; never use it for real keys.
-#[derive(Clone, Default)]
-pub struct MemoryStorage {
-    objects: [Option<heapless::Vec<u8, MAX_OBJECT_LEN>>; 4],
-}
-
-fn slot_of(id: ObjectId) -> usize {
-    match id {
-        ObjectId::LegacyState => 0,
-        ObjectId::SlotA => 1,
-        ObjectId::SlotB => 2,
-        ObjectId::Marker => 3,
-    }
-}
-
-impl MemoryStorage {
-    /// Object `id`, if it exists (tests inspect and corrupt it).
-    pub fn object_mut(&mut self, id: ObjectId) -> Option<&mut [u8]> {
-        self.objects
-            .get_mut(slot_of(id))
-            .and_then(|o| o.as_mut())
-            .map(|r| r.as_mut_slice())
-    }
-
-    /// Remove object `id` (tests: a lost object).
-    pub fn remove(&mut self, id: ObjectId) {
-        if let Some(o) = self.objects.get_mut(slot_of(id)) {
-            *o = None;
-        }
-    }
-}
-
-impl SecureStorage for MemoryStorage {
-    fn read(&mut self, id: ObjectId, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
-        match self.objects.get(slot_of(id)).and_then(|o| o.as_ref()) {
-            None => Ok(None),
-            Some(r) => {
-                let dst = buf.get_mut(..r.len()).ok_or(StorageError::Corrupt)?;
-                dst.copy_from_slice(r);
-                Ok(Some(r.len()))
-            }
-        }
-    }
-
-    fn write(&mut self, id: ObjectId, data: &[u8]) -> Result<(), StorageError> {
-        let obj = heapless::Vec::from_slice(data).map_err(|_| StorageError::Io)?;
-        let o = self.objects.get_mut(slot_of(id)).ok_or(StorageError::Io)?;
-        *o = Some(obj);
-        Ok(())
-    }
-}
 
 /// Internal failure reasons. These never cross the boundary as such; they
 /// are mapped onto wire [`Status`] codes by [`EngineError::status`].
@@ -264,8 +145,9 @@ impl From<blob::BlobError> for EngineError {
 pub struct Engine<S, E> {
     storage: S,
     entropy: E,
-    /// The state record, once loaded; key material wiped on drop.
-    cached: Option<State>,
+    /// The state and where it is stored, once loaded; key material wiped
+    /// on drop.
+    cached: Option<slots::Loaded>,
     /// Set by `boot-done`; kept in memory only, so it lasts until the TA (or
     /// in the simulator, the boot) ends.
     boot_locked: bool,
@@ -346,6 +228,7 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
                 }))
             }
             Request::Init => self.init().map(Response::Init),
+            Request::InitNewIdentity => self.init_new_identity().map(Response::InitNewIdentity),
             Request::Rotate => self.rotate().map(Response::Rotate),
             Request::Retire(r) => self.retire(r.below).map(Response::Retire),
             Request::BootDone => {
@@ -383,25 +266,20 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
     }
 
     /// The state, loading it on first use. `None` if not initialised.
+    /// A marker that is missing or names another identity while a valid
+    /// slot exists (a cut between the slot and the marker write) is written
+    /// here; if that fails the state is still good and the next load or
+    /// commit tries again.
     fn load(&mut self) -> Result<Option<&State>, EngineError> {
         if self.cached.is_none() {
-            let mut buf = [0u8; state::STATE_LEN + 1];
-            let loaded = self.storage.read(ObjectId::LegacyState, &mut buf);
-            let result = match loaded {
-                Ok(None) => Ok(None),
-                Ok(Some(n)) => buf
-                    .get(..n)
-                    .ok_or(EngineError::Storage(StorageError::Corrupt))
-                    .and_then(|b| {
-                        State::decode(b).map_err(|_| EngineError::Storage(StorageError::Corrupt))
-                    })
-                    .map(Some),
-                Err(e) => Err(EngineError::Storage(e)),
-            };
-            buf.zeroize();
-            self.cached = result?;
+            self.cached = slots::load(&mut self.storage)?;
         }
-        Ok(self.cached.as_ref())
+        if let Some(l) = self.cached.as_mut() {
+            if !l.marker_ok && l.slot.is_some() {
+                l.marker_ok = slots::write_marker(&mut self.storage, &l.state).is_ok();
+            }
+        }
+        Ok(self.cached.as_ref().map(|l| &l.state))
     }
 
     fn require(&mut self) -> Result<&State, EngineError> {
@@ -414,25 +292,65 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
             .map_err(|_| EngineError::Storage(StorageError::Corrupt))
     }
 
-    /// Persist `next` atomically; only then does it become the engine's state.
+    /// Persist `next` as the successor of the loaded state: into the slot
+    /// that does not hold it, with the next sequence number; only then does
+    /// it become the engine's state. Writes the marker after it if needed
+    /// (the first commit after a v1 record, or one whose marker is missing).
     fn commit(&mut self, next: State) -> Result<(), EngineError> {
-        let mut rec = next.encode();
-        let stored = self.storage.write(ObjectId::LegacyState, &rec);
-        rec.zeroize();
-        match stored {
-            Ok(()) => {
-                self.cached = Some(next);
-                Ok(())
-            }
-            Err(e) => {
-                // The store may or may not have reached the medium; reload
-                // next time rather than trusting either version.
-                self.cached = None;
-                Err(EngineError::Storage(e))
-            }
-        }
+        let (slot, seq, marker_ok) = match &self.cached {
+            Some(l) => (l.slot, l.seq, l.marker_ok),
+            None => return Err(EngineError::Internal),
+        };
+        let seq = seq.checked_add(1).ok_or(StorageError::Corrupt)?;
+        self.write_state(slots::other(slot), seq, next, marker_ok)
     }
 
+    /// Write `next` into `slot` with `seq`, then the marker unless
+    /// `marker_ok`. A failed slot write drops the cache (it may or may not
+    /// have reached the medium: reload rather than trust either version).
+    fn write_state(
+        &mut self,
+        slot: ObjectId,
+        seq: u64,
+        next: State,
+        marker_ok: bool,
+    ) -> Result<(), EngineError> {
+        if let Err(e) = slots::write_slot(&mut self.storage, slot, seq, &next) {
+            self.cached = None;
+            return Err(EngineError::Storage(e));
+        }
+        let loaded = self.cached.insert(slots::Loaded {
+            state: next,
+            seq,
+            slot: Some(slot),
+            marker_ok,
+        });
+        if !marker_ok {
+            slots::write_marker(&mut self.storage, &loaded.state)?;
+            loaded.marker_ok = true;
+        }
+        Ok(())
+    }
+
+    /// A new root key, device key and first epoch from the entropy source.
+    fn new_identity(&mut self) -> Result<State, EngineError> {
+        let mut st = State {
+            root_key: [0u8; 32],
+            device_key: [0u8; 32],
+            epoch: FIRST_EPOCH,
+            min_epoch: FIRST_EPOCH,
+        };
+        self.entropy
+            .fill(&mut st.root_key)
+            .map_err(|_| EngineError::Entropy)?;
+        let device = crypto::generate_secret_key(&mut self.entropy)?;
+        st.device_key.copy_from_slice(device.to_bytes().as_slice());
+        Ok(st)
+    }
+
+    /// Create the identity if the device was never initialised. A device
+    /// whose state is lost fails here with `StorageCorrupt` (from `load`):
+    /// only `init_new_identity` replaces a lost identity.
     fn init(&mut self) -> Result<InitResponse, EngineError> {
         if let Some(st) = self.load()? {
             return Ok(InitResponse {
@@ -440,22 +358,35 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
                 epoch: st.epoch,
             });
         }
-        let mut root_key = [0u8; 32];
-        self.entropy
-            .fill(&mut root_key)
-            .map_err(|_| EngineError::Entropy)?;
-        let device = crypto::generate_secret_key(&mut self.entropy)?;
-        let mut device_key = [0u8; 32];
-        device_key.copy_from_slice(device.to_bytes().as_slice());
-        let next = State {
-            root_key,
-            device_key,
+        // Slots may hold a torn first write of an earlier, interrupted
+        // init: number past them.
+        let seq = slots::Scan::read(&mut self.storage)?
+            .max_seq()
+            .checked_add(1)
+            .ok_or(StorageError::Corrupt)?;
+        let next = self.new_identity()?;
+        self.write_state(ObjectId::SlotA, seq, next, false)?;
+        Ok(InitResponse {
+            created: true,
             epoch: FIRST_EPOCH,
-            min_epoch: FIRST_EPOCH,
-        };
-        root_key.zeroize();
-        device_key.zeroize();
-        self.commit(next)?;
+        })
+    }
+
+    /// Replace the identity whatever the storage holds: the new state goes
+    /// first into the slot that does not hold the current state (so a cut
+    /// leaves the old or the new identity), then into the other slot, then
+    /// the marker is rewritten (`engine/SPEC.md`, "New identity").
+    fn init_new_identity(&mut self) -> Result<InitResponse, EngineError> {
+        let scan = slots::Scan::read_tolerant(&mut self.storage)?;
+        let current = scan.best().ok().flatten().map(|(id, _, _)| id);
+        let seq = scan.max_seq().checked_add(1).ok_or(StorageError::Corrupt)?;
+        drop(scan);
+        let first = slots::other(current);
+        let next = self.new_identity()?;
+        self.cached = None;
+        slots::write_slot(&mut self.storage, first, seq, &next)?;
+        let seq = seq.checked_add(1).ok_or(StorageError::Corrupt)?;
+        self.write_state(slots::other(Some(first)), seq, next, false)?;
         Ok(InitResponse {
             created: true,
             epoch: FIRST_EPOCH,

@@ -16,7 +16,7 @@ fn h(s: &str) -> StdVec<u8> {
 }
 
 /// Deterministic entropy for tests (xorshift64*), never for real keys.
-pub(crate) struct TestEntropy(u64);
+pub(crate) struct TestEntropy(pub(crate) u64);
 
 impl Entropy for TestEntropy {
     fn fill(&mut self, out: &mut [u8]) -> Result<(), EntropyError> {
@@ -40,10 +40,12 @@ pub(crate) struct MemStorage {
 }
 
 impl MemStorage {
-    fn record(&mut self) -> Option<StdVec<u8>> {
-        self.inner
-            .object_mut(ObjectId::LegacyState)
-            .map(|r| r.to_vec())
+    /// Every object's bytes.
+    fn objects(&mut self) -> StdVec<Option<StdVec<u8>>> {
+        ObjectId::ALL
+            .iter()
+            .map(|id| self.inner.object_mut(*id).map(|r| r.to_vec()))
+            .collect()
     }
 }
 
@@ -75,7 +77,10 @@ fn engine(seed: u64) -> TestEngine {
 }
 
 /// Drive the engine through encoded messages, exactly as a backend does.
-fn call(e: &mut TestEngine, req: Request) -> Result<Response, Status> {
+pub(crate) fn call<S: SecureStorage>(
+    e: &mut Engine<S, TestEntropy>,
+    req: Request,
+) -> Result<Response, Status> {
     let mut buf = [0u8; proto::MAX_MESSAGE_LEN];
     let n = proto::encode_request(&req, &mut buf).expect("encode");
     let mut out = [0u8; proto::MAX_MESSAGE_LEN];
@@ -83,11 +88,15 @@ fn call(e: &mut TestEngine, req: Request) -> Result<Response, Status> {
     proto::decode_response(&out[..m], req.opcode()).expect("engine response decodes")
 }
 
-fn ns(s: &str) -> proto::Namespace {
+pub(crate) fn ns(s: &str) -> proto::Namespace {
     proto::Namespace::try_from(s).expect("namespace fits")
 }
 
-fn seal(e: &mut TestEngine, namespace: &str, pt: &[u8]) -> StdVec<u8> {
+pub(crate) fn seal<S: SecureStorage>(
+    e: &mut Engine<S, TestEntropy>,
+    namespace: &str,
+    pt: &[u8],
+) -> StdVec<u8> {
     let req = Request::Seal(SealRequest {
         namespace: ns(namespace),
         plaintext: pt.try_into().expect("fits"),
@@ -98,8 +107,8 @@ fn seal(e: &mut TestEngine, namespace: &str, pt: &[u8]) -> StdVec<u8> {
     }
 }
 
-fn unseal_as(
-    e: &mut TestEngine,
+fn unseal_as<S: SecureStorage>(
+    e: &mut Engine<S, TestEntropy>,
     blob: &[u8],
     expected: Option<&str>,
 ) -> Result<StdVec<u8>, Status> {
@@ -113,11 +122,14 @@ fn unseal_as(
     }
 }
 
-fn unseal(e: &mut TestEngine, blob: &[u8]) -> Result<StdVec<u8>, Status> {
+pub(crate) fn unseal<S: SecureStorage>(
+    e: &mut Engine<S, TestEntropy>,
+    blob: &[u8],
+) -> Result<StdVec<u8>, Status> {
     unseal_as(e, blob, None)
 }
 
-fn device_pubkey(e: &mut TestEngine) -> p256::PublicKey {
+pub(crate) fn device_pubkey<S: SecureStorage>(e: &mut Engine<S, TestEntropy>) -> p256::PublicKey {
     match call(e, Request::Pubkey) {
         Ok(Response::Pubkey(p)) => p256::PublicKey::from_sec1_bytes(&p.sec1).expect("valid point"),
         other => panic!("{other:?}"),
@@ -258,9 +270,10 @@ pub(crate) fn golden(name: &str, bytes: &[u8]) {
     assert_eq!(want, text, "{name} no longer matches its golden fixture");
 }
 
-const ROOT: [u8; 32] = [0x11; 32];
+pub(crate) const ROOT: [u8; 32] = [0x11; 32];
 const SALT: [u8; 16] = [0x22; 16];
-const DEVICE_SK: &str = "C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721";
+pub(crate) const DEVICE_SK: &str =
+    "C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721";
 const EPHEMERAL_SK: &str = "7d7dc5f71eb29ddaf80d6214632eeae03d9058af1fb6d22ed80badb62bc1a534";
 
 #[test]
@@ -558,7 +571,7 @@ fn not_initialised_and_idempotent_init() {
     assert_eq!(call(&mut e, seal_req), Err(Status::NotInitialised));
     assert!(call(&mut e, Request::Init).is_ok());
     let blob = seal(&mut e, "ha/core", b"keep");
-    let before = e.storage_mut().record();
+    let before = e.storage_mut().objects();
     assert_eq!(
         call(&mut e, Request::Init),
         Ok(Response::Init(InitResponse {
@@ -567,7 +580,7 @@ fn not_initialised_and_idempotent_init() {
         }))
     );
     assert_eq!(
-        e.storage_mut().record(),
+        e.storage_mut().objects(),
         before,
         "init on an initialised device changed the state"
     );
@@ -604,13 +617,17 @@ fn a_failed_store_changes_nothing() {
 fn corrupt_storage_is_reported_not_trusted() {
     let mut e = engine(60);
     let mut storage = e.storage_mut().clone();
-    if let Some(r) = storage.inner.object_mut(ObjectId::LegacyState) {
-        r[0] = 9;
+    // The only slot written so far, damaged: the marker says an init
+    // completed, so this is lost state, not a new device.
+    if let Some(r) = storage.inner.object_mut(ObjectId::SlotA) {
+        r[20] ^= 1;
     }
+    let before = storage.objects();
     let mut e2 = Engine::new(storage, TestEntropy(61));
     assert_eq!(call(&mut e2, Request::Status), Err(Status::StorageCorrupt));
     // And init does not paper over it by generating a new root key.
     assert_eq!(call(&mut e2, Request::Init), Err(Status::StorageCorrupt));
+    assert_eq!(e2.storage_mut().objects(), before, "nothing was written");
 }
 
 #[test]
@@ -740,7 +757,7 @@ fn errors_display_and_chain() {
 // ---------------------------------------------------------------- second implementation
 
 /// Run the independent Python implementation (engine/tests/reference_impl.py).
-fn reference(args: &[&str]) -> std::string::String {
+pub(crate) fn reference(args: &[&str]) -> std::string::String {
     let script = std::format!("{}/tests/reference_impl.py", env!("CARGO_MANIFEST_DIR"));
     let python = std::env::var("HAKEYS_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = std::process::Command::new(python)

@@ -7,7 +7,10 @@ the Rust engine's golden fixtures. Usage:
   reference_impl.py open-to-device DEVICE_SK_HEX BLOB_HEX  -> plaintext hex
   reference_impl.py seal-to-device DEVICE_PUB_HEX NS PLAINTEXT_HEX -> blob hex
   reference_impl.py verify-evidence DEVICE_PUB_HEX CHALLENGE_HEX EVIDENCE_HEX -> "version epoch min_epoch"
+  reference_impl.py read-slot SLOT_HEX                      -> "seq epoch min_epoch" (fails if invalid)
+  reference_impl.py marker DEVICE_SK_HEX                    -> marker hex
 """
+import hashlib
 import os
 import struct
 import sys
@@ -89,6 +92,27 @@ def verify_evidence(dev_pub, challenge, ev):
     return version, epoch, min_epoch
 
 
+def read_slot(rec):
+    """A slot record (engine/SPEC.md, "Slot record"): seq and epochs."""
+    assert len(rec) == 118, "length"
+    assert rec[:4] == b"HKSL" and rec[4] == 2, "magic or version"
+    assert hashlib.sha256(rec[:86]).digest() == rec[86:], "checksum"
+    (seq,) = struct.unpack(">Q", rec[5:13])
+    state = rec[13:86]
+    assert state[0] == 1, "state version"
+    d = int.from_bytes(state[33:65], "big")
+    ec.derive_private_key(d, ec.SECP256R1())  # refuses 0 and values >= n
+    epoch, min_epoch = struct.unpack(">II", state[65:73])
+    assert 1 <= min_epoch <= epoch, "epochs"
+    return seq, epoch, min_epoch
+
+
+def marker(sk_int):
+    """The initialisation marker for a device key."""
+    pub = ec.derive_private_key(sk_int, ec.SECP256R1()).public_key()
+    return b"HKIN\x01" + hashlib.sha256(pub_bytes(pub)).digest()
+
+
 def main(argv):
     cmd, args = argv[1], argv[2:]
     x = bytes.fromhex
@@ -100,6 +124,10 @@ def main(argv):
         print(seal_to_device(x(args[0]), args[1].encode(), x(args[2])).hex())
     elif cmd == "verify-evidence":
         print("%d %d %d" % verify_evidence(x(args[0]), x(args[1]), x(args[2])))
+    elif cmd == "read-slot":
+        print("%d %d %d" % read_slot(x(args[0])))
+    elif cmd == "marker":
+        print(marker(int(args[0], 16)).hex())
     else:
         sys.exit("unknown command " + cmd)
 

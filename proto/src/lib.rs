@@ -142,6 +142,10 @@ operation_table! {
     Retire = 0x0103, "retire" => (RetireRequest) -> (EpochResponse);
     /// End the boot phase: `boot/` namespaces lock until the next boot.
     BootDone = 0x0104, "boot-done" => BootDoneRequest -> ();
+    /// Replace the root key and device key with new ones, whatever the
+    /// storage holds: every blob sealed so far becomes unopenable. The only
+    /// way to leave a device whose state is lost (`StorageCorrupt`).
+    InitNewIdentity = 0x0105, "init-new-identity" => InitNewIdentityRequest -> (InitResponse);
     // 0x02: sealing
     /// Encrypt a secret for a namespace.
     Seal = 0x0201, "seal" => (SealRequest) -> (BlobResponse);
@@ -163,7 +167,7 @@ operation_table! {
 /// opcode: the body structs ([`SealRequest`], [`RetireRequest`], ...) and,
 /// for operations whose request has no body, the unit structs
 /// [`PingRequest`], [`StatusRequest`], [`InitRequest`], [`RotateRequest`],
-/// [`BootDoneRequest`] and [`PubkeyRequest`]. `BootDone`'s response has no
+/// [`BootDoneRequest`], [`InitNewIdentityRequest`] and [`PubkeyRequest`]. `BootDone`'s response has no
 /// body: its `Response` is `()`. A client written against this trait cannot
 /// take the answer to one operation for the answer to another:
 ///
@@ -250,8 +254,9 @@ pub struct StatusResponse {
     pub boot_locked: bool,
 }
 
-/// `Init` reply: `created` is false when the device was already initialised
-/// (and nothing was changed).
+/// `Init` and `InitNewIdentity` reply: `created` is false when the device
+/// was already initialised (and nothing was changed); `InitNewIdentity`
+/// always answers `created: true`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InitResponse {
     pub created: bool,

@@ -1,0 +1,310 @@
+//! The state layout that survives a cut at any write: two slots written
+//! alternately and an initialisation marker (format, rules and the
+//! atomicity argument in `engine/SPEC.md`, "State layout").
+//!
+//! A slot holds the v1 state record with a sequence number and a SHA-256
+//! checksum; the valid slot with the highest sequence number is the state.
+//! A commit writes the slot that does not hold the current state, so a cut
+//! leaves the current state untouched and the other slot old, new or
+//! invalid. The marker records that the device was initialised (and with
+//! which device key), so that lost slots read as corrupt storage, never as
+//! a device that was never set up.
+
+use p256::SecretKey;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::state::{State, STATE_LEN};
+use crate::{crypto, ObjectId, SecureStorage, StorageError, MAX_OBJECT_LEN};
+
+/// Magic of a slot record.
+pub const SLOT_MAGIC: [u8; 4] = *b"HKSL";
+/// Version byte of a slot record (the state record inside stays version 1).
+pub const SLOT_VERSION: u8 = 2;
+/// Length of the checksummed part: magic, version, sequence number, state.
+const SLOT_BODY_LEN: usize = 4 + 1 + 8 + STATE_LEN;
+/// Encoded length of a slot record.
+pub const SLOT_LEN: usize = SLOT_BODY_LEN + 32;
+/// Magic of the initialisation marker.
+pub const MARKER_MAGIC: [u8; 4] = *b"HKIN";
+/// Version byte of the marker.
+pub const MARKER_VERSION: u8 = 1;
+/// Encoded length of the marker.
+pub const MARKER_LEN: usize = 4 + 1 + 32;
+
+/// SHA-256 of the device public key (uncompressed SEC1): which identity a
+/// marker records.
+pub(crate) type Fingerprint = [u8; 32];
+
+/// Write `parts` one after the other into `out` (which they fill exactly).
+fn concat(out: &mut [u8], parts: &[&[u8]]) {
+    let mut at = 0;
+    for p in parts {
+        if let Some(dst) = out.get_mut(at..at + p.len()) {
+            dst.copy_from_slice(p);
+        }
+        at += p.len();
+    }
+}
+
+/// A slot record: `HKSL || 2 || u64be(seq) || state(73) || SHA-256(all before)`.
+pub(crate) fn encode_slot(seq: u64, st: &State) -> Zeroizing<[u8; SLOT_LEN]> {
+    let mut out = Zeroizing::new([0u8; SLOT_LEN]);
+    let rec = Zeroizing::new(st.encode());
+    let (body, sum) = out.split_at_mut(SLOT_BODY_LEN);
+    concat(
+        body,
+        &[
+            &SLOT_MAGIC,
+            &[SLOT_VERSION],
+            &seq.to_be_bytes(),
+            rec.as_ref(),
+        ],
+    );
+    sum.copy_from_slice(&Sha256::digest(&*body));
+    out
+}
+
+/// What one slot object holds.
+pub(crate) enum SlotRead {
+    /// The object does not exist.
+    Missing,
+    /// It exists but is not a valid slot record (a torn write, damage, or
+    /// a read the storage itself refused). `seq` is its sequence number if
+    /// its magic and version are intact.
+    Invalid { seq: Option<u64> },
+    /// A valid record.
+    Valid { seq: u64, state: State },
+}
+
+impl SlotRead {
+    /// Decode the bytes of an existing slot object.
+    pub(crate) fn decode(bytes: &[u8]) -> SlotRead {
+        let seq = match bytes.split_first_chunk::<13>() {
+            Some(([m0, m1, m2, m3, v, s @ ..], _)) if [*m0, *m1, *m2, *m3] == SLOT_MAGIC => {
+                (*v == SLOT_VERSION).then(|| u64::from_be_bytes(*s))
+            }
+            _ => None,
+        };
+        let Some(seq_ok) = seq else {
+            return SlotRead::Invalid { seq };
+        };
+        let Ok(rec) = <&[u8; SLOT_LEN]>::try_from(bytes) else {
+            return SlotRead::Invalid { seq };
+        };
+        let (body, sum) = rec.split_at(SLOT_BODY_LEN);
+        if Sha256::digest(body).as_slice() != sum {
+            return SlotRead::Invalid { seq };
+        }
+        match body.get(13..).map(State::decode) {
+            Some(Ok(state)) => SlotRead::Valid { seq: seq_ok, state },
+            _ => SlotRead::Invalid { seq },
+        }
+    }
+
+    /// The sequence number, valid or not, if it can be read.
+    fn seq(&self) -> Option<u64> {
+        match self {
+            SlotRead::Missing => None,
+            SlotRead::Invalid { seq } => *seq,
+            SlotRead::Valid { seq, .. } => Some(*seq),
+        }
+    }
+}
+
+/// What the marker object holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MarkerRead {
+    Missing,
+    /// Exists but does not decode (a torn write or damage): still proof
+    /// that an init got as far as writing it.
+    Invalid,
+    Valid(Fingerprint),
+}
+
+impl MarkerRead {
+    fn decode(bytes: &[u8]) -> MarkerRead {
+        match <&[u8; MARKER_LEN]>::try_from(bytes) {
+            Ok([m0, m1, m2, m3, v, fp @ ..])
+                if [*m0, *m1, *m2, *m3] == MARKER_MAGIC && *v == MARKER_VERSION =>
+            {
+                MarkerRead::Valid(*fp)
+            }
+            _ => MarkerRead::Invalid,
+        }
+    }
+}
+
+/// The marker for `st`'s identity: `HKIN || 1 || SHA-256(device public key)`.
+pub(crate) fn encode_marker(st: &State) -> Result<[u8; MARKER_LEN], StorageError> {
+    let mut out = [0u8; MARKER_LEN];
+    concat(
+        &mut out,
+        &[&MARKER_MAGIC, &[MARKER_VERSION], &fingerprint(st)?],
+    );
+    Ok(out)
+}
+
+/// The identity fingerprint of `st`.
+pub(crate) fn fingerprint(st: &State) -> Result<Fingerprint, StorageError> {
+    // `State::decode` and generation both guarantee a valid scalar.
+    let sk = SecretKey::from_slice(&st.device_key).map_err(|_| StorageError::Corrupt)?;
+    let mut fp = [0u8; 32];
+    fp.copy_from_slice(&Sha256::digest(crypto::sec1_uncompressed(&sk.public_key())));
+    Ok(fp)
+}
+
+/// Read object `id` and hand its bytes (or `None`) to `f`; the buffer is
+/// wiped afterwards.
+fn read_object<S: SecureStorage, T>(
+    s: &mut S,
+    id: ObjectId,
+    f: impl FnOnce(Option<&[u8]>) -> T,
+) -> Result<T, StorageError> {
+    let mut buf = Zeroizing::new([0u8; MAX_OBJECT_LEN]);
+    match s.read(id, buf.as_mut())? {
+        None => Ok(f(None)),
+        Some(n) => Ok(f(Some(buf.get(..n).ok_or(StorageError::Corrupt)?))),
+    }
+}
+
+fn read_slot<S: SecureStorage>(s: &mut S, id: ObjectId) -> Result<SlotRead, StorageError> {
+    read_object(s, id, |b| b.map_or(SlotRead::Missing, SlotRead::decode))
+}
+
+/// The marker and both slots, as read at one moment.
+pub(crate) struct Scan {
+    pub(crate) marker: MarkerRead,
+    a: SlotRead,
+    b: SlotRead,
+}
+
+impl Scan {
+    /// Read the marker and both slots. Any storage error fails the scan: the
+    /// storage contract says a cut leaves bytes that fail the engine's own
+    /// checks, never an error of the storage's own integrity check, so such
+    /// an error is damage or tampering and the engine fails closed.
+    pub(crate) fn read<S: SecureStorage>(s: &mut S) -> Result<Scan, StorageError> {
+        Ok(Scan {
+            marker: read_object(s, ObjectId::Marker, |b| {
+                b.map_or(MarkerRead::Missing, MarkerRead::decode)
+            })?,
+            a: read_slot(s, ObjectId::SlotA)?,
+            b: read_slot(s, ObjectId::SlotB)?,
+        })
+    }
+
+    /// As [`Scan::read`], but an object the storage reports as corrupt
+    /// counts as an invalid object (`init-new-identity` overwrites them).
+    /// I/O errors still fail: they may pass, and a slot that could not be
+    /// read at all might hold a higher sequence number than the one chosen.
+    pub(crate) fn read_tolerant<S: SecureStorage>(s: &mut S) -> Result<Scan, StorageError> {
+        let marker = match read_object(s, ObjectId::Marker, |b| {
+            b.map_or(MarkerRead::Missing, MarkerRead::decode)
+        }) {
+            Err(StorageError::Corrupt) => MarkerRead::Invalid,
+            other => other?,
+        };
+        let mut slot = |id| match read_slot(s, id) {
+            Err(StorageError::Corrupt) => Ok(SlotRead::Invalid { seq: None }),
+            other => other,
+        };
+        let a = slot(ObjectId::SlotA)?;
+        let b = slot(ObjectId::SlotB)?;
+        Ok(Scan { marker, a, b })
+    }
+
+    /// The highest sequence number in either slot, valid or not (0 if none).
+    pub(crate) fn max_seq(&self) -> u64 {
+        self.a.seq().max(self.b.seq()).unwrap_or(0)
+    }
+
+    /// The valid slot with the highest sequence number. Two valid slots with
+    /// the same number and different contents never come out of the write
+    /// protocol: `Corrupt`.
+    pub(crate) fn best(&self) -> Result<Option<(ObjectId, u64, &State)>, StorageError> {
+        match (&self.a, &self.b) {
+            (SlotRead::Valid { seq: sa, state: a }, SlotRead::Valid { seq: sb, state: b }) => {
+                if sa > sb {
+                    Ok(Some((ObjectId::SlotA, *sa, a)))
+                } else if sb > sa {
+                    Ok(Some((ObjectId::SlotB, *sb, b)))
+                } else if a.encode() == b.encode() {
+                    Ok(Some((ObjectId::SlotA, *sa, a)))
+                } else {
+                    Err(StorageError::Corrupt)
+                }
+            }
+            (SlotRead::Valid { seq, state }, _) => Ok(Some((ObjectId::SlotA, *seq, state))),
+            (_, SlotRead::Valid { seq, state }) => Ok(Some((ObjectId::SlotB, *seq, state))),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The engine's state as loaded, with what the next commit needs.
+pub(crate) struct Loaded {
+    pub(crate) state: State,
+    /// Its sequence number (0 for a v1 record).
+    pub(crate) seq: u64,
+    /// The slot holding it; `None` for the v1 record in `LegacyState`.
+    pub(crate) slot: Option<ObjectId>,
+    /// Whether the marker exists and records this state's identity.
+    pub(crate) marker_ok: bool,
+}
+
+/// Load the state by the rules of `engine/SPEC.md`: the newest valid slot;
+/// else a v1 record (only if no marker exists); else not initialised if
+/// nothing at all shows that an init completed, and `Corrupt` if something
+/// does.
+pub(crate) fn load<S: SecureStorage>(s: &mut S) -> Result<Option<Loaded>, StorageError> {
+    let scan = Scan::read(s)?;
+    if let Some((slot, seq, state)) = scan.best()? {
+        let marker_ok = scan.marker == MarkerRead::Valid(fingerprint(state)?);
+        return Ok(Some(Loaded {
+            state: state.clone(),
+            seq,
+            slot: Some(slot),
+            marker_ok,
+        }));
+    }
+    if scan.marker != MarkerRead::Missing {
+        // An init (or a migration) completed, and no valid slot is left:
+        // lost, never "not initialised", and never an older v1 record.
+        return Err(StorageError::Corrupt);
+    }
+    match read_object(s, ObjectId::LegacyState, |b| b.map(State::decode))? {
+        None => Ok(None),
+        Some(Ok(state)) => Ok(Some(Loaded {
+            state,
+            seq: 0,
+            slot: None,
+            marker_ok: false,
+        })),
+        Some(Err(_)) => Err(StorageError::Corrupt),
+    }
+}
+
+/// The slot a commit writes when the state is in `current`.
+pub(crate) fn other(current: Option<ObjectId>) -> ObjectId {
+    match current {
+        Some(ObjectId::SlotA) => ObjectId::SlotB,
+        _ => ObjectId::SlotA,
+    }
+}
+
+pub(crate) fn write_slot<S: SecureStorage>(
+    s: &mut S,
+    id: ObjectId,
+    seq: u64,
+    st: &State,
+) -> Result<(), StorageError> {
+    s.write(id, encode_slot(seq, st).as_ref())
+}
+
+pub(crate) fn write_marker<S: SecureStorage>(s: &mut S, st: &State) -> Result<(), StorageError> {
+    s.write(ObjectId::Marker, &encode_marker(st)?)
+}
+
+#[cfg(test)]
+mod tests;
