@@ -15,11 +15,17 @@
 //! | other | REE FS, sockets, plugins, ... | `TEEC_ERROR_NOT_SUPPORTED` |
 //!
 //! The protocol logic here is pure (memory behind [`SharedMemory`]) and
-//! unit-tested on any machine; the ioctl layer is in `tee_dev.rs`.
+//! unit-tested on any machine; the ioctl layer is in `tee_dev.rs`. A
+//! test-only power cut at the N-th authenticated RPMB write is in
+//! [`powercut`] (off unless asked for on the command line).
 
 use std::path::PathBuf;
 
 use rpmb_sim::{Frame, RpmbDevice, FRAME_LEN};
+
+pub mod powercut;
+
+pub use powercut::{CutMode, Halt, PowerCut};
 
 // The one module allowed `unsafe` (Cargo.toml denies it everywhere else).
 #[allow(unsafe_code)]
@@ -133,11 +139,33 @@ pub struct Supplicant<M> {
     pub ta_dirs: Vec<PathBuf>,
     pub rpmb: Option<RpmbDevice>,
     pub stats: Stats,
+    /// A test-only power cut, if armed (see [`powercut`]).
+    pub cut: Option<PowerCut>,
+    /// Set once the power cut has happened: the request that hit it, and
+    /// every later one, must never be answered.
+    pub halted: bool,
 }
 
 impl<M: SharedMemory> Supplicant<M> {
+    /// A supplicant with no power cut armed.
+    pub fn new(shm: M, ta_dirs: Vec<PathBuf>, rpmb: Option<RpmbDevice>) -> Self {
+        Supplicant {
+            shm,
+            ta_dirs,
+            rpmb,
+            stats: Stats::default(),
+            cut: None,
+            halted: false,
+        }
+    }
+
     /// Serve one request; `params` are updated in place for the reply.
+    /// After a power cut ([`Supplicant::halted`]) nothing is served and the
+    /// caller must not reply.
     pub fn handle(&mut self, func: u32, params: &mut [Param]) -> u32 {
+        if self.halted {
+            return teec::ERROR_GENERIC;
+        }
         self.stats.requests += 1;
         match func {
             func::LOAD_TA => self.load_ta(params),
@@ -263,8 +291,29 @@ impl<M: SharedMemory> Supplicant<M> {
                 let resp_frames = resp_len / FRAME_LEN;
                 self.stats.rpmb_transactions += 1;
                 self.stats.rpmb_frames_in += frames.len() as u64;
+                let mut cut_now = None;
                 if frames.first().map(|f| f.req_resp()) == Some(rpmb_sim::frame::REQ_WRITE_DATA) {
                     self.stats.rpmb_write_requests += 1;
+                    cut_now = self
+                        .cut
+                        .as_ref()
+                        .filter(|c| c.at_write == self.stats.rpmb_write_requests)
+                        .map(|c| c.mode);
+                }
+                if let Some(mode) = cut_now {
+                    if mode == CutMode::After {
+                        // The device applies and commits the write (rpmb-sim
+                        // syncs each commit); its response is dropped.
+                        if let Err(e) = dev.process_rpmb_request(&frames, resp_frames) {
+                            eprintln!("hakeys-supplicant: RPMB request refused: {e}");
+                        }
+                    }
+                    self.halted = true;
+                    let write = self.stats.rpmb_write_requests;
+                    if let Some(cut) = self.cut.as_mut() {
+                        cut.halt.halt(write, mode);
+                    }
+                    return teec::ERROR_GENERIC;
                 }
                 match dev.process_rpmb_request(&frames, resp_frames) {
                     Ok(resp) => {

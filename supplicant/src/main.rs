@@ -3,12 +3,49 @@
 //! Serves OP-TEE's supplicant requests until killed. `--rpmb` names the
 //! rpmb-sim image (a file, or a block device holding one); `--rpmb-serial
 //! NAME` finds the virtio disk with that serial instead.
+//!
+//! Test only: `--cut-at-write N --cut-mode before|after` simulates a power
+//! cut at the N-th authenticated RPMB write and powers the machine off
+//! (`hakeys_supplicant::powercut`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hakeys_supplicant::tee_dev::{OsSharedMemory, TeeDevice, IMPL_ID_OPTEE, MAX_PARAMS};
-use hakeys_supplicant::{Param, Supplicant};
+use hakeys_supplicant::{CutMode, Halt, Param, PowerCut, Supplicant};
+
+const USAGE: &str = "usage: hakeys-supplicant (--rpmb IMAGE | --rpmb-serial NAME) [--ta-dir DIR]... [--tee DEV] [--stats FILE]
+  test only: [--cut-at-write N --cut-mode before|after]  power off at the N-th authenticated RPMB write";
+
+/// The power cut on the machine: say so on the console, then power off at
+/// once. Nothing is synced for a cut before the write (the device never saw
+/// it); for a cut after it, rpmb-sim has already synced its commit, and a
+/// `sync` makes sure it left the guest.
+struct PowerOff;
+
+impl Halt for PowerOff {
+    fn halt(&mut self, write: u64, mode: CutMode) {
+        if mode == CutMode::After {
+            rustix::fs::sync();
+        }
+        let line = format!("HAKEYS-POWERCUT write={write} mode={mode}\n");
+        if let Ok(mut console) = std::fs::OpenOptions::new().write(true).open("/dev/console") {
+            use std::io::Write;
+            let _ = console.write_all(line.as_bytes());
+            // Let the line reach the serial port before the machine stops;
+            // OP-TEE waits for this request meanwhile, so nothing runs on.
+            let _ = rustix::termios::tcdrain(&console);
+        }
+        eprint!("hakeys-supplicant: {line}");
+        let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);
+        // Not allowed to reboot (no CAP_SYS_BOOT)? The magic SysRq key.
+        let _ = std::fs::write("/proc/sysrq-trigger", "o");
+        // Never answer: the power is off (or going), so wait for the end.
+        loop {
+            std::thread::park();
+        }
+    }
+}
 
 fn find_by_serial(serial: &str) -> Option<PathBuf> {
     let entries = std::fs::read_dir("/sys/block").ok()?;
@@ -24,6 +61,7 @@ fn run() -> Result<(), String> {
     let mut rpmb = None;
     let mut tee = PathBuf::from("/dev/teepriv0");
     let mut stats_file: Option<PathBuf> = None;
+    let (mut cut_at, mut cut_mode) = (None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
@@ -38,13 +76,16 @@ fn run() -> Result<(), String> {
             }
             "--tee" => tee = PathBuf::from(val()?),
             "--stats" => stats_file = Some(PathBuf::from(val()?)),
+            "--cut-at-write" => cut_at = Some(val()?),
+            "--cut-mode" => cut_mode = Some(val()?),
             "-h" | "--help" => {
-                println!("usage: hakeys-supplicant (--rpmb IMAGE | --rpmb-serial NAME) [--ta-dir DIR]... [--tee DEV] [--stats FILE]");
+                println!("{USAGE}");
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
+    let cut = PowerCut::from_args(cut_at.as_deref(), cut_mode.as_deref(), Box::new(PowerOff))?;
     if ta_dirs.is_empty() {
         ta_dirs.push(PathBuf::from("/lib/optee_armtz"));
     }
@@ -66,18 +107,26 @@ fn run() -> Result<(), String> {
         if info.key_programmed { "" } else { "not " },
         info.write_counter
     );
-    let mut s = Supplicant {
-        shm: OsSharedMemory::new(&dev),
-        ta_dirs,
-        rpmb: Some(device),
-        stats: Default::default(),
-    };
+    if let Some(c) = &cut {
+        eprintln!(
+            "hakeys-supplicant: TEST MODE: power cut armed at authenticated RPMB write {} ({} the device applies it)",
+            c.at_write, c.mode
+        );
+    }
+    let mut s = Supplicant::new(OsSharedMemory::new(&dev), ta_dirs, Some(device));
+    s.cut = cut;
     let mut params = [Param::default(); MAX_PARAMS];
     loop {
         let (func, n) = dev
             .recv(&mut params)
             .map_err(|e| format!("TEE_IOC_SUPPL_RECV: {e}"))?;
         let ret = s.handle(func, &mut params[..n]);
+        if s.halted {
+            // The power cut: the request is never answered.
+            loop {
+                std::thread::park();
+            }
+        }
         dev.send(ret, &params[..n])
             .map_err(|e| format!("TEE_IOC_SUPPL_SEND: {e}"))?;
         if let (Some(path), hakeys_supplicant::func::RPMB) = (&stats_file, func) {

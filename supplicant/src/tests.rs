@@ -45,12 +45,7 @@ impl SharedMemory for FakeShm {
 
 fn supplicant(ta_dir: Option<PathBuf>) -> Supplicant<FakeShm> {
     let (dev, _mem) = RpmbDevice::new_in_memory(&CreateOptions::default()).unwrap();
-    Supplicant {
-        shm: FakeShm::default(),
-        ta_dirs: ta_dir.into_iter().collect(),
-        rpmb: Some(dev),
-        stats: Stats::default(),
-    }
+    Supplicant::new(FakeShm::default(), ta_dir.into_iter().collect(), Some(dev))
 }
 
 fn value(a: u64, b: u64) -> Param {
@@ -141,9 +136,11 @@ fn rpmb_call(
     for f in frames {
         req.extend_from_slice(f.as_bytes());
     }
-    let req_id = alloc(s, req.len());
+    // Straight from the fake (not SHM_ALLOC), so that it also works after a
+    // power cut, when the supplicant serves nothing.
+    let req_id = s.shm.alloc(req.len()).unwrap();
     s.shm.write(req_id, 0, &req).unwrap();
-    let resp_id = alloc(s, resp_len.max(1));
+    let resp_id = s.shm.alloc(resp_len.max(1)).unwrap();
     let mut p = [
         memref(attr::MEMREF_INPUT, req_id, req.len()),
         memref(attr::MEMREF_OUTPUT, resp_id, resp_len),
@@ -246,4 +243,162 @@ fn malformed_requests_are_refused_not_panicked_on() {
         s.handle(func::SHM_FREE, &mut [value(0, id)]),
         teec::ERROR_BAD_PARAMETERS
     );
+}
+
+/// Records the cut instead of powering off.
+#[derive(Clone, Default)]
+struct Recorder(std::rc::Rc<std::cell::RefCell<Vec<(u64, CutMode)>>>);
+
+impl Halt for Recorder {
+    fn halt(&mut self, write: u64, mode: CutMode) {
+        self.0.borrow_mut().push((write, mode));
+    }
+}
+
+fn armed(at_write: u64, mode: CutMode) -> (Supplicant<FakeShm>, Recorder) {
+    let mut s = supplicant(None);
+    let rec = Recorder::default();
+    s.cut = Some(PowerCut {
+        at_write,
+        mode,
+        halt: Box::new(rec.clone()),
+    });
+    (s, rec)
+}
+
+const KEY: [u8; 32] = [0x5a; 32];
+
+/// One authenticated write of `fill` at `address` through the supplicant,
+/// as OP-TEE sends it (the write frame alone, one response frame).
+fn write_through(s: &mut Supplicant<FakeShm>, address: u16, fill: u8) -> (u32, Vec<u8>) {
+    let counter = s.rpmb.as_ref().unwrap().info().write_counter;
+    let frames = client::build_write_frames(&KEY, address, counter, &[[fill; 256]]);
+    rpmb_call(s, 0, &frames, FRAME_LEN)
+}
+
+fn device_block(s: &mut Supplicant<FakeShm>, address: u16) -> [u8; 256] {
+    let dev = s.rpmb.as_mut().unwrap();
+    client::read_blocks(dev, &KEY, address, 1, &[1; 16]).unwrap()[0]
+}
+
+/// Reads, counter reads and key programming are not counted; the cut
+/// fires at the N-th authenticated write, once.
+#[test]
+fn power_cut_counts_only_authenticated_writes() {
+    for mode in [CutMode::Before, CutMode::After] {
+        let (mut s, rec) = armed(3, mode);
+        // Key programming goes through the supplicant, uncounted.
+        let mut pk = Frame::new_request(rpmb_sim::frame::REQ_PROGRAM_KEY);
+        pk.set_key_mac(&KEY);
+        assert_eq!(rpmb_call(&mut s, 0, &[pk], FRAME_LEN).0, teec::SUCCESS);
+        let mut rc = Frame::new_request(REQ_READ_COUNTER);
+        rc.set_nonce(&[3; 16]);
+        assert_eq!(rpmb_call(&mut s, 0, &[rc], FRAME_LEN).0, teec::SUCCESS);
+        assert_eq!(rpmb_call(&mut s, 1, &[], 19).0, teec::SUCCESS);
+        for (i, fill) in [(1u64, 0x11u8), (2, 0x22)] {
+            let (ret, resp) = write_through(&mut s, 10 + i as u16, fill);
+            assert_eq!(ret, teec::SUCCESS);
+            let f = Frame::from_slice(&resp).unwrap();
+            assert_eq!((f.result(), f.write_counter()), (0, i as u32));
+        }
+        let mut rd = Frame::new_request(REQ_READ_DATA);
+        rd.set_address(11);
+        rd.set_nonce(&[4; 16]);
+        assert_eq!(rpmb_call(&mut s, 0, &[rd], FRAME_LEN).0, teec::SUCCESS);
+        assert!(rec.0.borrow().is_empty(), "no cut before write 3");
+        assert!(!s.halted);
+        assert_eq!(s.stats.rpmb_write_requests, 2);
+    }
+}
+
+/// `before`: the device never sees write N; the response is never written
+/// and nothing after the cut reaches the device.
+#[test]
+fn power_cut_before_the_device_applies_the_write() {
+    let (mut s, rec) = armed(2, CutMode::Before);
+    client::program_key(s.rpmb.as_mut().unwrap(), &KEY).unwrap();
+    assert_eq!(write_through(&mut s, 5, 0x11).0, teec::SUCCESS);
+    let (ret, resp) = write_through(&mut s, 6, 0x22);
+    assert_ne!(ret, teec::SUCCESS);
+    assert_eq!(resp, vec![0u8; FRAME_LEN], "no response reaches OP-TEE");
+    assert_eq!(*rec.0.borrow(), vec![(2, CutMode::Before)]);
+    assert!(s.halted);
+    // The device: write 1 applied, write 2 not.
+    assert_eq!(s.rpmb.as_ref().unwrap().info().write_counter, 1);
+    assert_eq!(device_block(&mut s, 5), [0x11; 256]);
+    assert_eq!(device_block(&mut s, 6), [0; 256]);
+    // Halted: a retry of the same write (OP-TEE would retry) never arrives.
+    let frames = client::build_write_frames(&KEY, 6, 1, &[[0x22; 256]]);
+    assert_ne!(rpmb_call(&mut s, 0, &frames, FRAME_LEN).0, teec::SUCCESS);
+    assert_eq!(s.rpmb.as_ref().unwrap().info().write_counter, 1);
+    assert_eq!(rec.0.borrow().len(), 1, "the machine stops once");
+    assert_eq!(s.stats.rpmb_write_requests, 2);
+}
+
+/// `after`: the device applies and commits write N; the response never
+/// reaches OP-TEE.
+#[test]
+fn power_cut_after_the_device_applied_the_write() {
+    let (mut s, rec) = armed(2, CutMode::After);
+    client::program_key(s.rpmb.as_mut().unwrap(), &KEY).unwrap();
+    assert_eq!(write_through(&mut s, 5, 0x11).0, teec::SUCCESS);
+    let (ret, resp) = write_through(&mut s, 6, 0x22);
+    assert_ne!(ret, teec::SUCCESS);
+    assert_eq!(resp, vec![0u8; FRAME_LEN], "no response reaches OP-TEE");
+    assert_eq!(*rec.0.borrow(), vec![(2, CutMode::After)]);
+    assert!(s.halted);
+    assert_eq!(s.rpmb.as_ref().unwrap().info().write_counter, 2);
+    assert_eq!(device_block(&mut s, 6), [0x22; 256]);
+    // Nothing later reaches the device.
+    let frames = client::build_write_frames(&KEY, 7, 2, &[[0x33; 256]]);
+    assert_ne!(rpmb_call(&mut s, 0, &frames, FRAME_LEN).0, teec::SUCCESS);
+    assert_eq!(s.rpmb.as_ref().unwrap().info().write_counter, 2);
+}
+
+/// `after` on a file image: the write is on disk when the machine stops
+/// (a reopened image, as at the next boot, holds it).
+#[test]
+fn power_cut_after_is_durable_on_a_file_image() {
+    let dir = std::env::temp_dir().join(format!("hakeys-supp-cut-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = dir.join("rpmb.img");
+    RpmbDevice::create(&img, &CreateOptions::default()).unwrap();
+    let mut s = supplicant(None);
+    s.rpmb = Some(RpmbDevice::open(&img).unwrap());
+    let rec = Recorder::default();
+    s.cut = Some(PowerCut {
+        at_write: 1,
+        mode: CutMode::After,
+        halt: Box::new(rec.clone()),
+    });
+    client::program_key(s.rpmb.as_mut().unwrap(), &KEY).unwrap();
+    assert_ne!(write_through(&mut s, 9, 0x44).0, teec::SUCCESS);
+    drop(s);
+    let mut dev = RpmbDevice::open(&img).unwrap();
+    assert_eq!(dev.info().write_counter, 1);
+    assert_eq!(
+        client::read_blocks(&mut dev, &KEY, 9, 1, &[2; 16]).unwrap()[0],
+        [0x44; 256]
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn power_cut_options_go_together_and_are_checked() {
+    let none = || Box::new(Recorder::default()) as Box<dyn Halt>;
+    assert!(PowerCut::from_args(None, None, none()).unwrap().is_none());
+    let c = PowerCut::from_args(Some("7"), Some("after"), none())
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.at_write, c.mode), (7, CutMode::After));
+    for (n, m) in [
+        (Some("1"), None),
+        (None, Some("before")),
+        (Some("0"), Some("before")),
+        (Some("x"), Some("before")),
+        (Some("1"), Some("during")),
+    ] {
+        assert!(PowerCut::from_args(n, m, none()).is_err(), "{n:?} {m:?}");
+    }
 }
