@@ -61,9 +61,11 @@ fn object_name(id: ObjectId) -> &'static [u8] {
 /// block, hence one authenticated RPMB write, only while 24 + `len` <= 256.
 const MAX_RECORD_LEN: usize = 256 - 24;
 
-// The engine's records must take the one-write path (the slot and marker
-// records are checked at run time in `write`, which refuses anything longer).
+// Every record the engine writes must take the one-write in-place path
+// (`write` also refuses anything longer at run time).
 const _: () = assert!(hakeys_engine::state::STATE_LEN <= MAX_RECORD_LEN);
+const _: () = assert!(hakeys_engine::slots::SLOT_LEN <= MAX_RECORD_LEN);
+const _: () = assert!(hakeys_engine::slots::MARKER_LEN <= MAX_RECORD_LEN);
 
 struct TeeRng;
 
