@@ -221,7 +221,7 @@ impl SimBackend {
 fn open_waiting(image: &Path) -> Result<RpmbDevice, SimError> {
     let start = Instant::now();
     loop {
-        match RpmbDevice::open(image) {
+        match open_image(image) {
             Ok(d) => return Ok(d),
             Err(rpmb_sim::Error::Locked(_)) if start.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(20));
@@ -229,6 +229,25 @@ fn open_waiting(image: &Path) -> Result<RpmbDevice, SimError> {
             Err(e) => return Err(SimError(format!("cannot open the RPMB image: {e}"))),
         }
     }
+}
+
+/// Open the RPMB image (lock and crash recovery). With the `test-hooks`
+/// feature, `HAKEYS_SIM_KILL_AT_WRITE` may arm the power-cut hook
+/// ([`crate::sim_storage::kill_hook`]).
+fn open_image(image: &Path) -> Result<RpmbDevice, rpmb_sim::Error> {
+    #[cfg(feature = "test-hooks")]
+    {
+        use crate::sim_storage::kill_hook::{armed, KillAtWrite};
+        match armed() {
+            Ok(None) => {}
+            Ok(Some(n)) => {
+                let storage = rpmb_sim::storage::FileStorage::open(image)?;
+                return RpmbDevice::open_storage(Box::new(KillAtWrite::new(storage, n)));
+            }
+            Err(msg) => return Err(rpmb_sim::Error::InvalidOptions(msg)),
+        }
+    }
+    RpmbDevice::open(image)
 }
 
 impl Transport for SimBackend {
