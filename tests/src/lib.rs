@@ -4,28 +4,43 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+
+/// Builds in this process one at a time: a build with other features
+/// replaces the binary cargo leaves in `target/debug`, so a build and the
+/// copy that [`teectl_test_hooks_bin`] makes of it must not interleave.
+static BUILD: Mutex<()> = Mutex::new(());
 
 /// Build `bin` of package `pkg` (debug profile) and return its path.
 fn build(pkg: &str, bin: &str) -> PathBuf {
+    let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    build_with(pkg, bin, &[])
+}
+
+fn build_with(pkg: &str, bin: &str, features: &[&str]) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec![
+        "build",
+        "--quiet",
+        "--message-format=json",
+        "-p",
+        pkg,
+        "--bin",
+        bin,
+    ];
+    let features = features.join(",");
+    if !features.is_empty() {
+        args.extend(["--features", &features]);
+    }
     let out = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--message-format=json",
-            "-p",
-            pkg,
-            "--bin",
-            bin,
-        ])
+        .args(&args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit())
         .output()
         .expect("run cargo build");
     assert!(
         out.status.success(),
-        "cargo build -p {pkg} --bin {bin} failed"
+        "cargo build -p {pkg} --bin {bin} --features {features:?} failed"
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -39,6 +54,22 @@ fn build(pkg: &str, bin: &str) -> PathBuf {
 pub fn teectl_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| build("teectl", "teectl"))
+}
+
+/// The freshly built `teectl` with the simulator's test hooks (cargo feature
+/// `test-hooks`: `HAKEYS_SIM_KILL_AT_WRITE`), copied to
+/// `target/debug/teectl-test-hooks` so that it never stands in for the
+/// plain `teectl`, which is rebuilt in place afterwards.
+pub fn teectl_test_hooks_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        let built = build_with("teectl", "teectl", &["test-hooks"]);
+        let aside = built.with_file_name("teectl-test-hooks");
+        std::fs::copy(&built, &aside).expect("copy the test-hooks teectl aside");
+        build_with("teectl", "teectl", &[]);
+        aside
+    })
 }
 
 /// The freshly built `rpmb-sim`.
@@ -79,7 +110,12 @@ impl Board {
 
     /// The `teectl` command for this board, without running it.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(teectl_bin());
+        self.command_with(teectl_bin(), args)
+    }
+
+    /// As [`Board::command`], with another `teectl` binary.
+    pub fn command_with(&self, bin: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(bin);
         c.args(["--backend", "sim", "--state-dir"])
             .arg(self.state())
             .args(args)
@@ -105,6 +141,89 @@ impl Board {
     pub fn seal(&self, ns: &str, secret: &[u8]) -> Vec<u8> {
         self.ok(&["seal", "--namespace", ns], secret)
     }
+
+    /// A new board whose state directory is a copy of this one's.
+    pub fn copy(&self) -> Board {
+        let b = Board::new();
+        if !self.state().exists() {
+            return b;
+        }
+        make_state_dir(&b.state());
+        for entry in std::fs::read_dir(self.state()).expect("read the state directory") {
+            let entry = entry.expect("state directory entry");
+            std::fs::copy(entry.path(), b.state().join(entry.file_name()))
+                .expect("copy a state file");
+        }
+        b
+    }
+
+    /// A board with the state directory the release before the slot layout
+    /// made (format v1), from `tests/tests/fixtures/sim_state_v1.txt`, and
+    /// the blobs sealed on it.
+    pub fn from_v1_fixture() -> (Board, Vec<V1Blob>) {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/sim_state_v1.txt"
+        ))
+        .expect("the v1 fixture");
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("fixture hex"))
+                .collect()
+        };
+        let (mut huk, mut image, mut blobs) = (Vec::new(), Vec::new(), Vec::new());
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let w: Vec<&str> = line.split(' ').collect();
+            match w.as_slice() {
+                ["huk", h] => huk = hex(h),
+                ["image-len", n] => image = vec![0u8; n.parse().expect("image length")],
+                ["chunk", at, h] => {
+                    let at: usize = at.parse().expect("chunk offset");
+                    let b = hex(h);
+                    image[at..at + b.len()].copy_from_slice(&b);
+                }
+                ["blob", ns, secret, blob] => blobs.push(V1Blob {
+                    namespace: ns.to_string(),
+                    secret: secret.as_bytes().to_vec(),
+                    blob: format!("{blob}\n").into_bytes(),
+                }),
+                _ => {}
+            }
+        }
+        let b = Board::new();
+        make_state_dir(&b.state());
+        write_private(&b.state().join("huk"), &huk);
+        write_private(&b.state().join("rpmb.img"), &image);
+        (b, blobs)
+    }
+}
+
+/// A blob sealed on the v1 fixture board.
+pub struct V1Blob {
+    pub namespace: String,
+    pub secret: Vec<u8>,
+    /// The text line, as `teectl seal` printed it.
+    pub blob: Vec<u8>,
+}
+
+fn make_state_dir(dir: &Path) {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .expect("create the state directory");
+}
+
+fn write_private(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create a state file");
+    f.write_all(bytes).expect("write a state file");
 }
 
 /// A finished run.

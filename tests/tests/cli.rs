@@ -371,3 +371,99 @@ fn a_kill_during_init_rotate_or_retire_leaves_a_working_state() {
         );
     });
 }
+
+/// Lose objects of the simulator's RPMB image, as a storage failure outside
+/// the power-cut contract would: zero every copy of the hakeys blocks at
+/// `addresses` (block format 2 names its address in byte 5), in place and
+/// in rpmb-sim's journal (which would otherwise re-apply the last write).
+fn lose_blocks(b: &Board, addresses: &[u8]) {
+    let path = b.state().join("rpmb.img");
+    let mut img = std::fs::read(&path).unwrap();
+    let mut lost = 0;
+    for i in 0..img.len() - 256 {
+        if &img[i..i + 5] == b"HKSS\x02" && addresses.contains(&img[i + 5]) {
+            img[i..i + 256].fill(0);
+            lost += 1;
+        }
+    }
+    assert!(lost >= addresses.len(), "found the blocks to lose");
+    std::fs::write(&path, img).unwrap();
+}
+
+#[test]
+fn lost_state_is_exit_6_and_no_command_makes_a_new_key_unasked() {
+    let b = Board::new();
+    b.ok(&["init"], b"");
+    let pem = b.ok(&["pubkey"], b"");
+    let blob = b.seal("ha/core", b"precious");
+    b.ok(&["rotate"], b"");
+    lose_blocks(&b, &[1, 2]); // both state slots; the marker stays
+    let image = std::fs::read(b.state().join("rpmb.img")).unwrap();
+    for args in [&["status"][..], &["init"], &["pubkey"], &["rotate"]] {
+        let err = b.run(args, b"").fails_with(STORAGE);
+        for want in ["lost", "no new key was made", "restor", "--new-identity"] {
+            assert!(
+                err.contains(want),
+                "teectl {args:?}: {want:?} missing: {err}"
+            );
+        }
+    }
+    b.run(&["unseal"], &blob).fails_with(STORAGE);
+    assert!(
+        std::fs::read(b.state().join("rpmb.img")).unwrap() == image,
+        "nothing was written"
+    );
+
+    // A new identity only with the explicit confirmation.
+    let err = b.run(&["init", "--new-identity"], b"").fails_with(USAGE);
+    assert!(err.contains("--yes-destroy-every-sealed-secret"), "{err}");
+    assert_eq!(
+        b.run(&["init", "--yes-destroy-every-sealed-secret"], b"")
+            .code(),
+        USAGE
+    );
+    b.run(&["status"], b"").fails_with(STORAGE);
+    let r = b.run(
+        &[
+            "init",
+            "--new-identity",
+            "--yes-destroy-every-sealed-secret",
+        ],
+        b"",
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert!(r.stderr().contains("WARNING"), "{}", r.stderr());
+    assert!(String::from_utf8_lossy(r.stdout()).starts_with("new identity"));
+    let st = status_json(&b);
+    assert_eq!(
+        (st["initialised"].clone(), st["epoch"].clone()),
+        (true.into(), 1.into())
+    );
+    assert_ne!(b.ok(&["pubkey"], b""), pem);
+    b.run(&["unseal"], &blob).fails_with(REJECTED);
+    let fresh = b.seal("ha/core", b"new");
+    assert_eq!(b.ok(&["unseal"], &fresh), b"new");
+}
+
+#[test]
+fn a_new_identity_on_a_working_device_replaces_it() {
+    let b = Board::new();
+    b.ok(&["init"], b"");
+    let pem = b.ok(&["pubkey"], b"");
+    let blob = b.seal("ha/core", b"old");
+    b.ok(&["rotate"], b"");
+    b.ok(
+        &[
+            "init",
+            "--new-identity",
+            "--yes-destroy-every-sealed-secret",
+        ],
+        b"",
+    );
+    assert_ne!(b.ok(&["pubkey"], b""), pem);
+    assert_eq!(status_json(&b)["epoch"], 1);
+    b.run(&["unseal"], &blob).fails_with(REJECTED);
+    // Plain init on it changes nothing.
+    let again = String::from_utf8(b.ok(&["init"], b"")).unwrap();
+    assert!(again.contains("already initialised"), "{again}");
+}

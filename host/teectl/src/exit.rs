@@ -22,7 +22,9 @@ pub const REFUSED: i32 = 4;
 /// The blob or evidence is not authentic: tampered, truncated, or made for
 /// another device or key.
 pub const REJECTED: i32 = 5;
-/// Secure storage failed, or failed its integrity check.
+/// Secure storage failed, or failed its integrity check; also the state of
+/// an initialised device is lost (never reported as [`NOT_INITIALISED`]:
+/// no command makes a new key then, except `init --new-identity`).
 pub const STORAGE: i32 = 6;
 /// The backend is unavailable: no TEE device, state directory unusable,
 /// the engine busy past the wait.

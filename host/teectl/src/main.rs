@@ -12,8 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hakeys_client::backend::{Backend, BackendKind};
 use hakeys_client::client::{Client, ClientError};
 use hakeys_client::{armor, sim};
+use hakeys_proto::Status;
 use teed_protocol::client::{with_retries, DaemonClient, DaemonError};
-use teed_protocol::StatusAnswer;
+use teed_protocol::{Code, StatusAnswer};
 use zeroize::Zeroizing;
 
 mod exit;
@@ -63,8 +64,23 @@ enum BackendArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate the root key and device key (does nothing if already done).
-    Init,
+    /// Generate the root key and device key (does nothing if already done;
+    /// --new-identity replaces them).
+    ///
+    /// Never makes a key over lost or damaged state: that is exit 6, and
+    /// only --new-identity replaces it.
+    Init {
+        /// DANGER: replace the device's root key and device key with new
+        /// ones, whatever the device holds (also over lost or damaged
+        /// state). Every secret sealed on this device so far, and every
+        /// blob sealed to its old public key, can never be opened again.
+        /// Needs --yes-destroy-every-sealed-secret.
+        #[arg(long)]
+        new_identity: bool,
+        /// Confirms --new-identity.
+        #[arg(long, requires = "new_identity")]
+        yes_destroy_every_sealed_secret: bool,
+    },
     /// Show whether the device is initialised, its epochs and boot phase.
     Status {
         /// Print one JSON object instead of text.
@@ -238,19 +254,67 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     let mut c = open_backend(cli).map_err(|f| daemon_hint(cli, f))?;
     run_online(cli, &mut c).map_err(|f| {
         // Storage failures: add the backend's detail (never secret material).
-        match (f.0 == exit::STORAGE)
+        let corrupt = f.0 == exit::STORAGE && f.1 == Status::StorageCorrupt.message();
+        let f = match (f.0 == exit::STORAGE)
             .then(|| c.transport_mut().storage_detail())
             .flatten()
         {
             Some(d) => Failure(f.0, format!("{}: {d}", f.1)),
             None => f,
-        }
+        };
+        with_lost_state_hint(cli, corrupt, f)
     })
+}
+
+/// Said with every report of lost or damaged state.
+const LOST_STATE_HINT: &str = "the device's key state is lost or damaged and no new key was made; \
+recover by restoring the state from a backup or escrow, or, as a last resort, run \
+`teectl init --new-identity --yes-destroy-every-sealed-secret`, \
+which makes a new identity and leaves every secret sealed so far unopenable for good";
+
+/// Add [`LOST_STATE_HINT`] to a failure that reports lost or damaged state
+/// (except to the one command that makes a new identity).
+fn with_lost_state_hint(cli: &Cli, corrupt: bool, f: Failure) -> Failure {
+    let new_identity = matches!(
+        cli.command,
+        Command::Init {
+            new_identity: true,
+            ..
+        }
+    );
+    if corrupt && !new_identity {
+        Failure(f.0, format!("{}; {LOST_STATE_HINT}", f.1))
+    } else {
+        f
+    }
+}
+
+fn init_new_identity(c: &mut Client<Backend>, confirmed: bool) -> Result<(), Failure> {
+    if !confirmed {
+        return Err(usage(
+            "--new-identity makes a new root key and device key: every secret sealed on this device so far can never be opened again; add --yes-destroy-every-sealed-secret if that is what you want",
+        ));
+    }
+    eprintln!(
+        "teectl: WARNING: replacing this device's identity: every secret sealed on it so far, and every blob sealed to its old public key, becomes unopenable for good"
+    );
+    let r = c.call(hakeys_proto::InitNewIdentityRequest)?;
+    write_stdout(
+        format!(
+            "new identity: new root key and device key, epoch {}; blobs sealed before can no longer be opened\n",
+            r.epoch
+        )
+        .as_bytes(),
+    )
 }
 
 fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
     match &cli.command {
-        Command::Init => {
+        Command::Init {
+            new_identity: true,
+            yes_destroy_every_sealed_secret,
+        } => init_new_identity(c, *yes_destroy_every_sealed_secret),
+        Command::Init { .. } => {
             let r = c.init()?;
             let msg = if r.created {
                 format!(
@@ -472,7 +536,11 @@ fn run_via_daemon(cli: &Cli) -> Result<(), Failure> {
         _ => Zeroizing::new(Vec::new()),
     };
     // `retry` and `busy` mean the engine is reconnecting: try a few times.
-    let out = with_retries(&daemon_socket(cli), 4, |d| via_daemon_once(cli, d, &input))?;
+    let out =
+        with_retries(&daemon_socket(cli), 4, |d| via_daemon_once(cli, d, &input)).map_err(|e| {
+            let corrupt = e.code() == Some(Code::Engine(Status::StorageCorrupt));
+            with_lost_state_hint(cli, corrupt, e.into())
+        })?;
     match out {
         ViaDaemon::Out(bytes) => write_stdout(&bytes),
         ViaDaemon::Status(status) => print_status(
