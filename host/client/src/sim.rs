@@ -233,7 +233,7 @@ fn open_waiting(image: &Path) -> Result<RpmbDevice, SimError> {
 
 /// Open the RPMB image (lock and crash recovery). With the `test-hooks`
 /// feature, `HAKEYS_SIM_KILL_AT_WRITE` may arm the power-cut hook
-/// ([`crate::sim_storage::kill_hook`]).
+/// (`sim_storage::kill_hook`, compiled only with that feature).
 fn open_image(image: &Path) -> Result<RpmbDevice, rpmb_sim::Error> {
     #[cfg(feature = "test-hooks")]
     {
