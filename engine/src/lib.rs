@@ -476,8 +476,15 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
                 return Err(EngineError::NamespaceMismatch);
             }
         }
-        if namespace::is_boot(parsed.namespace) && self.boot_locked {
-            return Err(EngineError::BootLocked);
+        if namespace::is_boot(parsed.namespace) {
+            if self.boot_locked {
+                return Err(EngineError::BootLocked);
+            }
+        } else {
+            // The first unseal outside boot/ is run-time use: the boot phase
+            // is over, whether or not anyone ran boot-done
+            // (docs/security-model.md, "The boot phase ends for certain").
+            self.boot_locked = true;
         }
         let mut plaintext = Secret::new();
         self.open(&parsed, &mut plaintext)?;

@@ -26,9 +26,12 @@ pub fn is_valid(ns: &str) -> bool {
     })
 }
 
-/// Is `ns` under `boot/` (locked once the boot phase is over)?
+/// Is `ns` a boot namespace: `boot` itself or anything under `boot/`
+/// (locked once the boot phase is over)? The one rule the engine's boot
+/// lock and the daemon's refusal both use.
 pub fn is_boot(ns: &str) -> bool {
-    ns.starts_with(BOOT_PREFIX)
+    ns.strip_prefix("boot")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -79,7 +82,8 @@ mod tests {
     #[test]
     fn boot_prefix() {
         assert!(is_boot("boot/luks-data"));
-        assert!(!is_boot("boot"));
+        // The bare `boot` is a boot namespace too: one rule for the engine and teed.
+        assert!(is_boot("boot"));
         assert!(!is_boot("ha/boot/x"));
         assert!(!is_boot("bootx/y"));
     }

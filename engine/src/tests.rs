@@ -548,6 +548,26 @@ fn boot_done_locks_boot_namespaces() {
     assert_eq!(unseal(&mut fresh, &luks).unwrap(), b"luks key");
 }
 
+#[test]
+fn the_first_unseal_outside_boot_ends_the_boot_phase() {
+    let mut e = engine(32);
+    let luks = seal(&mut e, "boot/luks-data", b"luks key");
+    let bare = seal(&mut e, "boot", b"bare");
+    let ha = seal(&mut e, "ha/core", b"ha");
+    // Sealing anything, and unsealing boot secrets, keeps the phase open.
+    assert_eq!(unseal(&mut e, &luks).unwrap(), b"luks key");
+    assert_eq!(unseal(&mut e, &bare).unwrap(), b"bare");
+    // Nobody ran boot-done; Home Assistant asks for its secret.
+    assert_eq!(unseal(&mut e, &ha).unwrap(), b"ha");
+    let Ok(Response::Status(st)) = call(&mut e, Request::Status) else {
+        panic!()
+    };
+    assert!(st.boot_locked);
+    assert_eq!(unseal(&mut e, &luks), Err(Status::BootLocked));
+    // `boot` itself is a boot namespace, for the engine as for teed.
+    assert_eq!(unseal(&mut e, &bare), Err(Status::BootLocked));
+}
+
 // ---------------------------------------------------------------- lifecycle
 
 #[test]

@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hakeys_engine::Engine;
-use hakeys_proto::{self as proto, Opcode, Status};
 use rpmb_sim::{CreateOptions, RpmbDevice};
 use zeroize::Zeroizing;
 
@@ -252,13 +251,11 @@ fn open_image(image: &Path) -> Result<RpmbDevice, rpmb_sim::Error> {
 
 impl Transport for SimBackend {
     fn call(&mut self, request: &[u8], response: &mut [u8]) -> Result<usize, TransportError> {
+        let was_locked = self.engine.boot_locked();
         let n = self.engine.handle(request, response);
-        // The simulator persists the boot-phase lock across processes.
-        let is_boot_done = proto::peek_request_opcode(request) == Some(Opcode::BootDone);
-        let ok = response
-            .get(..n)
-            .is_some_and(|r| proto::response_status(r) == Ok(Status::Ok));
-        if is_boot_done && ok {
+        // The simulator persists the boot-phase lock across processes,
+        // however it ended (boot-done, or the first unseal outside boot/).
+        if !was_locked && self.engine.boot_locked() {
             self.record_boot_done().map_err(|e| TransportError {
                 message: e.0,
                 retryable: false,

@@ -412,7 +412,7 @@ impl Policy {
     /// May `caller` do `op` (on `ns`, for seal and unseal)? Never for a
     /// `boot/` namespace.
     pub fn allows(&self, caller: Caller, op: Op, ns: Option<&str>) -> bool {
-        if ns.is_some_and(|n| namespace::is_boot(n) || n == "boot") {
+        if ns.is_some_and(namespace::is_boot) {
             return false;
         }
         self.rules.iter().any(|r| {
