@@ -18,6 +18,10 @@ fn build(pkg: &str, bin: &str) -> PathBuf {
 }
 
 fn build_with(pkg: &str, bin: &str, features: &[&str]) -> PathBuf {
+    build_profile(pkg, bin, features, false)
+}
+
+fn build_profile(pkg: &str, bin: &str, features: &[&str], release: bool) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut args = vec![
         "build",
@@ -28,6 +32,9 @@ fn build_with(pkg: &str, bin: &str, features: &[&str]) -> PathBuf {
         "--bin",
         bin,
     ];
+    if release {
+        args.push("--release");
+    }
     let features = features.join(",");
     if !features.is_empty() {
         args.extend(["--features", &features]);
@@ -48,6 +55,15 @@ fn build_with(pkg: &str, bin: &str, features: &[&str]) -> PathBuf {
         .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == bin)
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .unwrap_or_else(|| panic!("cargo did not report the {bin} executable"))
+}
+
+/// `teectl` built as users get it (release profile, default features).
+pub fn teectl_release_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        build_profile("teectl", "teectl", &[], true)
+    })
 }
 
 /// The freshly built `teectl`.

@@ -36,7 +36,10 @@ pub const HUK_FILE: &str = "huk";
 pub const BOOT_MARKER_FILE: &str = "boot-done";
 /// Environment variable naming the state directory.
 pub const STATE_DIR_ENV: &str = "TEECTL_STATE_DIR";
-/// Test hook: overrides the kernel's boot id (simulates a reboot).
+/// Test hook: overrides the kernel's boot id (simulates a reboot). Honoured
+/// only in debug builds (the tests') and with the `test-hooks` feature,
+/// never by a release build: there it would let an environment variable
+/// reopen `boot/` after `boot-done`.
 pub const BOOT_ID_ENV: &str = "HAKEYS_SIM_BOOT_ID";
 /// How long to wait for another process holding the image.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -63,6 +66,7 @@ pub fn default_state_dir() -> PathBuf {
 
 /// The current boot's id.
 pub fn boot_id() -> Result<String, SimError> {
+    #[cfg(any(debug_assertions, feature = "test-hooks"))]
     if let Ok(id) = std::env::var(BOOT_ID_ENV) {
         return Ok(id);
     }
