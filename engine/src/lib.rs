@@ -18,14 +18,16 @@ extern crate std;
 pub mod attest;
 pub mod blob;
 pub mod crypto;
+pub mod escrow;
 pub mod namespace;
 pub mod slots;
 pub mod state;
 mod storage;
 
 use hakeys_proto::{
-    self as proto, AttestResponse, BlobResponse, EpochResponse, InitResponse, PingResponse,
-    PubkeyResponse, Request, Response, Secret, Status, StatusResponse, UnsealResponse,
+    self as proto, AttestResponse, BlobResponse, EpochResponse, EscrowResponse, InitResponse,
+    PingResponse, PubkeyResponse, RecoveryStatusResponse, Request, Response, Secret, Status,
+    StatusResponse, UnsealResponse,
 };
 use p256::SecretKey;
 use zeroize::Zeroize;
@@ -70,6 +72,10 @@ pub enum EngineError {
     BootLocked,
     EpochRetired,
     NamespaceMismatch,
+    /// `reseal` of a `boot/` namespace without `allow_boot`.
+    BootNotAllowed,
+    /// `escrow` to a recovery key other than the enrolled one.
+    RecoveryKeyMismatch,
     Blob(blob::BlobError),
     Storage(StorageError),
     Entropy,
@@ -91,6 +97,8 @@ impl EngineError {
             EngineError::BootLocked => Status::BootLocked,
             EngineError::EpochRetired => Status::EpochRetired,
             EngineError::NamespaceMismatch => Status::NamespaceMismatch,
+            EngineError::BootNotAllowed => Status::BootNotAllowed,
+            EngineError::RecoveryKeyMismatch => Status::RecoveryKeyMismatch,
             EngineError::Blob(_) => Status::BlobRejected,
             EngineError::Storage(StorageError::Io) => Status::StorageFailure,
             EngineError::Storage(StorageError::Corrupt) => Status::StorageCorrupt,
@@ -111,6 +119,8 @@ impl core::fmt::Display for EngineError {
             EngineError::BootLocked => "boot/ namespaces are locked until the next boot",
             EngineError::EpochRetired => "the blob's key epoch has been retired",
             EngineError::NamespaceMismatch => "the blob belongs to another namespace",
+            EngineError::BootNotAllowed => "boot/ namespaces are resealed only when allowed",
+            EngineError::RecoveryKeyMismatch => "another recovery key is enrolled",
             EngineError::Blob(_) => "blob rejected",
             EngineError::Storage(_) => "secure storage failed",
             EngineError::Entropy => "the entropy source failed",
@@ -240,6 +250,24 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
                 .unseal(&r.blob, r.namespace.as_deref())
                 .map(Response::Unseal),
             Request::Rewrap(r) => self.rewrap(&r.blob).map(Response::Rewrap),
+            Request::Reseal(r) => self
+                .reseal(&r.blob, &r.to, r.allow_boot)
+                .map(Response::Reseal),
+            Request::Escrow(r) => self
+                .escrow(&r.recovery_key, r.replace)
+                .map(Response::Escrow),
+            Request::RecoveryStatus => {
+                let st = self.require()?;
+                let enrolled = match st.recovery_key() {
+                    Some(fp) => {
+                        Some(heapless::Vec::from_slice(fp).map_err(|_| EngineError::Internal)?)
+                    }
+                    None => None,
+                };
+                Ok(Response::RecoveryStatus(RecoveryStatusResponse {
+                    enrolled,
+                }))
+            }
             Request::Pubkey => {
                 let sk = self.device_key()?;
                 let mut sec1 = heapless::Vec::new();
@@ -339,6 +367,7 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
             device_key: [0u8; 32],
             epoch: FIRST_EPOCH,
             min_epoch: FIRST_EPOCH,
+            recovery: state::NO_RECOVERY_KEY,
         };
         self.entropy
             .fill(&mut st.root_key)
@@ -506,6 +535,70 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         plaintext.as_mut_slice().zeroize();
         resealed
     }
+
+    /// Open a blob and seal it to another device's public key `to`, in the
+    /// same namespace: checks in the order of `engine/SPEC.md`, "Reseal".
+    fn reseal(
+        &mut self,
+        blob_bytes: &[u8],
+        to: &[u8],
+        allow_boot: bool,
+    ) -> Result<BlobResponse, EngineError> {
+        let target = uncompressed_point(to)?;
+        let parsed = blob::parse(blob_bytes)?;
+        if namespace::is_boot(parsed.namespace) {
+            if !allow_boot {
+                return Err(EngineError::BootNotAllowed);
+            }
+            if self.boot_locked {
+                return Err(EngineError::BootLocked);
+            }
+        }
+        let mut plaintext = Secret::new();
+        self.open(&parsed, &mut plaintext)?;
+        let resealed =
+            blob::seal_to_device(&target, parsed.namespace, &plaintext, &mut self.entropy);
+        plaintext.as_mut_slice().zeroize();
+        Ok(BlobResponse { blob: resealed? })
+    }
+
+    /// Export the root key and device key sealed to `recovery`. The first
+    /// escrow enrols the recovery key (one commit); later ones must name
+    /// the same key, unless `replace` is set during the boot phase
+    /// (`engine/SPEC.md`, "Escrow").
+    fn escrow(&mut self, recovery: &[u8], replace: bool) -> Result<EscrowResponse, EngineError> {
+        let rk = uncompressed_point(recovery)?;
+        let fp = escrow::fingerprint(&rk);
+        if fp == state::NO_RECOVERY_KEY {
+            return Err(EngineError::InvalidArgument);
+        }
+        let boot_locked = self.boot_locked;
+        let st = self.require()?;
+        let enrol = match st.recovery_key() {
+            Some(enrolled) if *enrolled == fp => false,
+            Some(_) if replace && !boot_locked => true,
+            Some(_) => return Err(EngineError::RecoveryKeyMismatch),
+            None => true,
+        };
+        // Sealed first, so a failure leaves nothing enrolled; the escrow
+        // does not depend on the fingerprint it records.
+        let mut next = st.clone();
+        let sealed = escrow::seal(&rk, &next, &mut self.entropy)?;
+        if enrol {
+            next.recovery = fp;
+            self.commit(next)?;
+        }
+        Ok(EscrowResponse { escrow: sealed })
+    }
+}
+
+/// A P-256 public key given as exactly its 65-byte uncompressed SEC1 form.
+fn uncompressed_point(sec1: &[u8]) -> Result<p256::PublicKey, EngineError> {
+    let pk = crypto::parse_public_key(sec1).map_err(|_| EngineError::InvalidArgument)?;
+    if crypto::sec1_uncompressed(&pk).as_slice() != sec1 {
+        return Err(EngineError::InvalidArgument);
+    }
+    Ok(pk)
 }
 
 fn wipe_request(req: &mut Request) {

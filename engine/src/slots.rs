@@ -2,8 +2,10 @@
 //! alternately and an initialisation marker (format, rules and the
 //! atomicity argument in `engine/SPEC.md`, "State layout").
 //!
-//! A slot holds the v1 state record with a sequence number and a SHA-256
-//! checksum; the valid slot with the highest sequence number is the state.
+//! A slot holds the v1 state record with a sequence number, the enrolled
+//! recovery key's fingerprint (format 3; format 2 had none and is still
+//! read) and a SHA-256 checksum; the valid slot with the highest sequence
+//! number is the state.
 //! A commit writes the slot that does not hold the current state, so a cut
 //! leaves the current state untouched and the other slot old, new or
 //! invalid. The marker records that the device was initialised (and with
@@ -14,17 +16,31 @@ use p256::SecretKey;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::state::{State, STATE_LEN};
+use crate::state::{State, NO_RECOVERY_KEY, STATE_LEN};
 use crate::{crypto, ObjectId, SecureStorage, StorageError, MAX_OBJECT_LEN};
+use hakeys_proto::RECOVERY_FINGERPRINT_LEN;
 
 /// Magic of a slot record.
 pub const SLOT_MAGIC: [u8; 4] = *b"HKSL";
-/// Version byte of a slot record (the state record inside stays version 1).
-pub const SLOT_VERSION: u8 = 2;
-/// Length of the checksummed part: magic, version, sequence number, state.
-const SLOT_BODY_LEN: usize = 4 + 1 + 8 + STATE_LEN;
-/// Encoded length of a slot record.
-pub const SLOT_LEN: usize = SLOT_BODY_LEN + 32;
+/// Version byte of the slot record this engine writes (the state record
+/// inside stays version 1).
+pub const SLOT_VERSION: u8 = 3;
+/// Version byte of the slot record of the release before recovery (no
+/// recovery key; read, never written).
+pub const SLOT_VERSION_2: u8 = 2;
+/// Length of the checksummed part of a format-2 slot: magic, version,
+/// sequence number, state.
+const SLOT_V2_BODY_LEN: usize = 4 + 1 + 8 + STATE_LEN;
+/// Length of the checksummed part of a format-3 slot: as format 2, then the
+/// recovery key's fingerprint.
+const SLOT_BODY_LEN: usize = SLOT_V2_BODY_LEN + RECOVERY_FINGERPRINT_LEN;
+/// Length of a format-3 slot's checksum (SHA-256 truncated; it detects torn
+/// writes and damage, authenticity is the storage's).
+const SLOT_SUM_LEN: usize = 16;
+/// Encoded length of a slot record, formats 2 and 3 alike: an object on
+/// OP-TEE is rewritten only in place at its length (`engine/SPEC.md` §1.12).
+pub const SLOT_LEN: usize = SLOT_BODY_LEN + SLOT_SUM_LEN;
+const _: () = assert!(SLOT_LEN == SLOT_V2_BODY_LEN + 32);
 /// Magic of the initialisation marker.
 pub const MARKER_MAGIC: [u8; 4] = *b"HKIN";
 /// Version byte of the marker.
@@ -47,7 +63,8 @@ fn concat(out: &mut [u8], parts: &[&[u8]]) {
     }
 }
 
-/// A slot record: `HKSL || 2 || u64be(seq) || state(73) || SHA-256(all before)`.
+/// A slot record, format 3: `HKSL || 3 || u64be(seq) || state(73) ||
+/// recovery fingerprint(16) || SHA-256(all before)[0..16]`.
 pub(crate) fn encode_slot(seq: u64, st: &State) -> Zeroizing<[u8; SLOT_LEN]> {
     let mut out = Zeroizing::new([0u8; SLOT_LEN]);
     let rec = Zeroizing::new(st.encode());
@@ -57,6 +74,30 @@ pub(crate) fn encode_slot(seq: u64, st: &State) -> Zeroizing<[u8; SLOT_LEN]> {
         &[
             &SLOT_MAGIC,
             &[SLOT_VERSION],
+            &seq.to_be_bytes(),
+            rec.as_ref(),
+            &st.recovery,
+        ],
+    );
+    if let Some(head) = Sha256::digest(&*body).get(..SLOT_SUM_LEN) {
+        sum.copy_from_slice(head);
+    }
+    out
+}
+
+/// A slot record, format 2 (`HKSL || 2 || u64be(seq) || state(73) ||
+/// SHA-256(all before)`), as the release before recovery wrote it. The
+/// engine never writes it; tests build old devices with it.
+#[cfg(test)]
+pub(crate) fn encode_slot_v2(seq: u64, st: &State) -> Zeroizing<[u8; SLOT_LEN]> {
+    let mut out = Zeroizing::new([0u8; SLOT_LEN]);
+    let rec = Zeroizing::new(st.encode());
+    let (body, sum) = out.split_at_mut(SLOT_V2_BODY_LEN);
+    concat(
+        body,
+        &[
+            &SLOT_MAGIC,
+            &[SLOT_VERSION_2],
             &seq.to_be_bytes(),
             rec.as_ref(),
         ],
@@ -78,26 +119,41 @@ pub(crate) enum SlotRead {
 }
 
 impl SlotRead {
-    /// Decode the bytes of an existing slot object.
+    /// Decode the bytes of an existing slot object (format 3, or format 2
+    /// with no recovery key).
     pub(crate) fn decode(bytes: &[u8]) -> SlotRead {
-        let seq = match bytes.split_first_chunk::<13>() {
+        let header = match bytes.split_first_chunk::<13>() {
             Some(([m0, m1, m2, m3, v, s @ ..], _)) if [*m0, *m1, *m2, *m3] == SLOT_MAGIC => {
-                (*v == SLOT_VERSION).then(|| u64::from_be_bytes(*s))
+                (*v == SLOT_VERSION || *v == SLOT_VERSION_2).then(|| (*v, u64::from_be_bytes(*s)))
             }
             _ => None,
         };
-        let Some(seq_ok) = seq else {
+        let seq = header.map(|(_, seq)| seq);
+        let Some((version, seq_ok)) = header else {
             return SlotRead::Invalid { seq };
         };
         let Ok(rec) = <&[u8; SLOT_LEN]>::try_from(bytes) else {
             return SlotRead::Invalid { seq };
         };
-        let (body, sum) = rec.split_at(SLOT_BODY_LEN);
-        if Sha256::digest(body).as_slice() != sum {
+        let (body_len, recovery) = if version == SLOT_VERSION {
+            let mut fp = NO_RECOVERY_KEY;
+            match rec.get(SLOT_V2_BODY_LEN..SLOT_BODY_LEN) {
+                Some(f) => fp.copy_from_slice(f),
+                None => return SlotRead::Invalid { seq },
+            }
+            (SLOT_BODY_LEN, fp)
+        } else {
+            (SLOT_V2_BODY_LEN, NO_RECOVERY_KEY)
+        };
+        let (body, sum) = rec.split_at(body_len);
+        if Sha256::digest(body).get(..sum.len()) != Some(sum) {
             return SlotRead::Invalid { seq };
         }
-        match body.get(13..).map(State::decode) {
-            Some(Ok(state)) => SlotRead::Valid { seq: seq_ok, state },
+        match body.get(13..13 + STATE_LEN).map(State::decode) {
+            Some(Ok(mut state)) => {
+                state.recovery = recovery;
+                SlotRead::Valid { seq: seq_ok, state }
+            }
             _ => SlotRead::Invalid { seq },
         }
     }
@@ -229,7 +285,7 @@ impl Scan {
                     Ok(Some((ObjectId::SlotA, *sa, a)))
                 } else if sb > sa {
                     Ok(Some((ObjectId::SlotB, *sb, b)))
-                } else if a.encode() == b.encode() {
+                } else if a.same_as(b) {
                     Ok(Some((ObjectId::SlotA, *sa, a)))
                 } else {
                     Err(StorageError::Corrupt)

@@ -1,13 +1,18 @@
 //! The engine's persistent state record (format in `engine/SPEC.md`).
 //!
-//! One fixed-size record holds everything the engine keeps: the root key,
-//! the device key, the current epoch and the oldest accepted epoch. Every
-//! change is one atomic replacement of the whole record through
-//! [`crate::SecureStorage`], so a crash leaves either the old or the new
-//! record, each of which is a working state.
+//! One fixed-size record holds the root key, the device key, the current
+//! epoch and the oldest accepted epoch; the slot around it (`slots.rs`)
+//! adds the enrolled recovery key's fingerprint. Every change is one
+//! atomic replacement of a whole slot through [`crate::SecureStorage`], so
+//! a crash leaves either the old or the new state, each of which works.
 
 use p256::SecretKey;
 use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::escrow::Fingerprint;
+
+/// The fingerprint field's value when no recovery key is enrolled.
+pub const NO_RECOVERY_KEY: Fingerprint = [0; hakeys_proto::RECOVERY_FINGERPRINT_LEN];
 
 /// Version byte of the record layout.
 pub const STATE_VERSION: u8 = 1;
@@ -15,12 +20,18 @@ pub const STATE_VERSION: u8 = 1;
 pub const STATE_LEN: usize = 73;
 
 /// The decoded state. Key material is wiped when it is dropped.
+///
+/// The recovery key's fingerprint is kept in the slot record around the
+/// state record (`engine/SPEC.md` §1.3), not in the record itself, whose
+/// format stays version 1.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct State {
     pub(crate) root_key: [u8; 32],
     pub(crate) device_key: [u8; 32],
     pub(crate) epoch: u32,
     pub(crate) min_epoch: u32,
+    /// The enrolled recovery key's fingerprint; all zero: none.
+    pub(crate) recovery: Fingerprint,
 }
 
 /// The stored record does not decode: wrong length, unknown version, an
@@ -47,6 +58,16 @@ impl State {
         self.min_epoch
     }
 
+    /// The fingerprint of the enrolled recovery key, if any.
+    pub fn recovery_key(&self) -> Option<&Fingerprint> {
+        (self.recovery != NO_RECOVERY_KEY).then_some(&self.recovery)
+    }
+
+    /// Whether `self` and `other` are the same state, recovery key included.
+    pub(crate) fn same_as(&self, other: &State) -> bool {
+        self.encode() == other.encode() && self.recovery == other.recovery
+    }
+
     pub(crate) fn encode(&self) -> [u8; STATE_LEN] {
         let mut out = [0u8; STATE_LEN];
         out[0] = STATE_VERSION;
@@ -67,6 +88,7 @@ impl State {
             device_key: [0; 32],
             epoch: u32::from_be_bytes([b[65], b[66], b[67], b[68]]),
             min_epoch: u32::from_be_bytes([b[69], b[70], b[71], b[72]]),
+            recovery: NO_RECOVERY_KEY,
         };
         st.root_key.copy_from_slice(&b[1..33]);
         st.device_key.copy_from_slice(&b[33..65]);

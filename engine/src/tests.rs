@@ -332,6 +332,7 @@ fn golden_state_record() {
         device_key: h(DEVICE_SK).try_into().unwrap(),
         epoch: 7,
         min_epoch: 5,
+        recovery: crate::state::NO_RECOVERY_KEY,
     };
     let rec = st.encode();
     golden("state_v1", &rec);

@@ -7,9 +7,18 @@ the Rust engine's golden fixtures. Usage:
   reference_impl.py open-to-device DEVICE_SK_HEX BLOB_HEX  -> plaintext hex
   reference_impl.py seal-to-device DEVICE_PUB_HEX NS PLAINTEXT_HEX -> blob hex
   reference_impl.py verify-evidence DEVICE_PUB_HEX CHALLENGE_HEX EVIDENCE_HEX -> "version epoch min_epoch"
-  reference_impl.py read-slot SLOT_HEX                      -> "seq epoch min_epoch" (fails if invalid)
+  reference_impl.py read-slot SLOT_HEX                      -> "seq epoch min_epoch recovery_fp_hex|-" (fails if invalid)
   reference_impl.py marker DEVICE_SK_HEX                    -> marker hex
+  reference_impl.py open-escrow-hex RECOVERY_SK_HEX ESCROW_HEX -> "epoch min_epoch root_hex device_sk_hex"
+  reference_impl.py open-escrow KEY_FILE ESCROW_FILE        -> "epoch min_epoch device_pub_hex"
+  reference_impl.py recover KEY_FILE ESCROW_FILE BLOB_FILE  -> plaintext hex (exit 4 if retired in the escrow)
+  reference_impl.py recovery-code KEY_FILE                  -> the recovery code of a key
+  reference_impl.py fingerprint PUBKEY_PEM_FILE             -> recovery key fingerprint hex
+
+KEY_FILE is a PKCS#8 or SEC1 PEM private key, or a recovery code; ESCROW_FILE
+and BLOB_FILE hold the text forms (hakeys-escrow:v1:..., hakeys:v1:...).
 """
+import base64
 import hashlib
 import os
 import struct
@@ -24,6 +33,10 @@ from cryptography.hazmat.primitives import serialization
 
 INFO_DEVICE = b"hakeys/v1/blob/device\0"
 INFO_TO_DEVICE = b"hakeys/v1/blob/to-device\0"
+INFO_ESCROW = b"hakeys/v1/escrow\0"
+CODE_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+CODE_TAG = b"hakeys/v1/recovery-code\0"
+N_P256 = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 def hkdf44(salt, ikm, info):
@@ -93,10 +106,16 @@ def verify_evidence(dev_pub, challenge, ev):
 
 
 def read_slot(rec):
-    """A slot record (engine/SPEC.md, "Slot record"): seq and epochs."""
+    """A slot record (engine/SPEC.md, "Slot record"), format 2 or 3: seq,
+    epochs and the recovery key's fingerprint (None in format 2 or if none)."""
     assert len(rec) == 118, "length"
-    assert rec[:4] == b"HKSL" and rec[4] == 2, "magic or version"
-    assert hashlib.sha256(rec[:86]).digest() == rec[86:], "checksum"
+    assert rec[:4] == b"HKSL" and rec[4] in (2, 3), "magic or version"
+    if rec[4] == 2:
+        assert hashlib.sha256(rec[:86]).digest() == rec[86:], "checksum"
+        fp = None
+    else:
+        assert hashlib.sha256(rec[:102]).digest()[:16] == rec[102:], "checksum"
+        fp = rec[86:102] if rec[86:102] != bytes(16) else None
     (seq,) = struct.unpack(">Q", rec[5:13])
     state = rec[13:86]
     assert state[0] == 1, "state version"
@@ -104,7 +123,89 @@ def read_slot(rec):
     ec.derive_private_key(d, ec.SECP256R1())  # refuses 0 and values >= n
     epoch, min_epoch = struct.unpack(">II", state[65:73])
     assert 1 <= min_epoch <= epoch, "epochs"
-    return seq, epoch, min_epoch
+    return seq, epoch, min_epoch, fp
+
+
+def point(b):
+    assert len(b) == 65 and b[0] == 4, "not an uncompressed point"
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b)
+
+
+def open_escrow(rsk, escrow):
+    """Open an escrow (engine/SPEC.md, "Recovery escrow") with the recovery
+    private key: (root_key, device_sk_int, epoch, min_epoch)."""
+    assert len(escrow) >= 5 and escrow[:4] == b"HKES", "not an escrow"
+    assert escrow[4] == 1, "escrow version"
+    assert len(escrow) == 304, "escrow length"
+    dev, rec, eph, salt = escrow[5:70], escrow[70:135], escrow[135:200], escrow[200:216]
+    for p in (dev, rec, eph):
+        point(p)
+    assert rec == pub_bytes(rsk.public_key()), "the escrow is for another recovery key"
+    shared = rsk.exchange(ec.ECDH(), point(eph))
+    key, nonce = hkdf44(salt, shared, INFO_ESCROW + eph + rec + dev)
+    payload = AESGCM(key).decrypt(nonce, escrow[216:], escrow[:216])
+    root, dsk = payload[:32], int.from_bytes(payload[32:64], "big")
+    epoch, min_epoch = struct.unpack(">II", payload[64:72])
+    assert 1 <= min_epoch <= epoch, "epochs"
+    assert pub_bytes(ec.derive_private_key(dsk, ec.SECP256R1()).public_key()) == dev, "device key"
+    return root, dsk, epoch, min_epoch
+
+
+class Retired(Exception):
+    pass
+
+
+def recover(rsk, escrow, blob):
+    """Open a blob of the escrowed device, applying the escrow's floor."""
+    root, dsk, _, min_epoch = open_escrow(rsk, escrow)
+    kind, _, epoch, _, _, _, _ = parse(blob)
+    if kind == 1:
+        if epoch < min_epoch:
+            raise Retired()
+        return open_device(root, blob)
+    return open_to_device(dsk, blob)
+
+
+def code_from_scalar(d):
+    """The recovery code (engine/SPEC.md, "Recovery code") of scalar d."""
+    raw = d.to_bytes(32, "big")
+    data = raw + hashlib.sha256(CODE_TAG + raw).digest()[:3]
+    n = int.from_bytes(data, "big")
+    chars = [CODE_ALPHABET[(n >> (5 * (55 - i))) & 31] for i in range(56)]
+    return "-".join("".join(chars[i:i + 7]) for i in range(0, 56, 7))
+
+
+def scalar_from_code(text):
+    sym = []
+    for c in text.lower():
+        if c in " \t\r\n-":
+            continue
+        c = {"o": "0", "i": "1", "l": "1"}.get(c, c)
+        assert c in CODE_ALPHABET, "not a recovery code character"
+        sym.append(CODE_ALPHABET.index(c))
+    assert len(sym) == 56, "a recovery code has 56 characters"
+    n = 0
+    for v in sym:
+        n = (n << 5) | v
+    data = n.to_bytes(35, "big")
+    raw, check = data[:32], data[32:]
+    assert hashlib.sha256(CODE_TAG + raw).digest()[:3] == check, "checksum"
+    d = int.from_bytes(raw, "big")
+    assert 1 <= d < N_P256, "scalar out of range"
+    return d
+
+
+def load_key(path):
+    data = open(path, "rb").read()
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return serialization.load_pem_private_key(data, password=None)
+    return ec.derive_private_key(scalar_from_code(data.decode()), ec.SECP256R1())
+
+
+def read_text(path, prefix):
+    text = open(path).read().strip()
+    assert text.startswith(prefix), "expected " + prefix
+    return base64.b64decode(text[len(prefix):], validate=True)
 
 
 def marker(sk_int):
@@ -125,7 +226,29 @@ def main(argv):
     elif cmd == "verify-evidence":
         print("%d %d %d" % verify_evidence(x(args[0]), x(args[1]), x(args[2])))
     elif cmd == "read-slot":
-        print("%d %d %d" % read_slot(x(args[0])))
+        seq, epoch, min_epoch, fp = read_slot(x(args[0]))
+        print("%d %d %d %s" % (seq, epoch, min_epoch, fp.hex() if fp else "-"))
+    elif cmd == "open-escrow-hex":
+        rsk = ec.derive_private_key(int(args[0], 16), ec.SECP256R1())
+        root, dsk, epoch, min_epoch = open_escrow(rsk, x(args[1]))
+        print("%d %d %s %064x" % (epoch, min_epoch, root.hex(), dsk))
+    elif cmd == "open-escrow":
+        escrow = read_text(args[1], "hakeys-escrow:v1:")
+        _, dsk, epoch, min_epoch = open_escrow(load_key(args[0]), escrow)
+        dev = pub_bytes(ec.derive_private_key(dsk, ec.SECP256R1()).public_key())
+        print("%d %d %s" % (epoch, min_epoch, dev.hex()))
+    elif cmd == "recover":
+        escrow = read_text(args[1], "hakeys-escrow:v1:")
+        blob = read_text(args[2], "hakeys:v1:")
+        try:
+            print(recover(load_key(args[0]), escrow, blob).hex())
+        except Retired:
+            sys.exit(4)
+    elif cmd == "recovery-code":
+        print(code_from_scalar(load_key(args[0]).private_numbers().private_value))
+    elif cmd == "fingerprint":
+        pk = serialization.load_pem_public_key(open(args[0], "rb").read())
+        print(hashlib.sha256(pub_bytes(pk)).digest()[:16].hex())
     elif cmd == "marker":
         print(marker(int(args[0], 16)).hex())
     else:

@@ -77,7 +77,8 @@ macro_rules! operation_table {
         )*
     ) => {
         /// Operation numbers, grouped by subsystem in the high byte:
-        /// `0x00` service, `0x01` lifecycle, `0x02` sealing, `0x03` device identity.
+        /// `0x00` service, `0x01` lifecycle, `0x02` sealing, `0x03` device identity,
+        /// `0x04` recovery.
         #[repr(u16)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum Opcode {

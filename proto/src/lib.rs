@@ -68,6 +68,11 @@ pub const MAX_CHALLENGE_LEN: usize = 64;
 pub const MAX_EVIDENCE_LEN: usize = 256;
 /// Length of an uncompressed SEC1 P-256 public key.
 pub const PUBKEY_LEN: usize = 65;
+/// Largest recovery escrow, in bytes (`engine/SPEC.md`, "Recovery escrow").
+pub const MAX_ESCROW_LEN: usize = 512;
+/// Length of a recovery key's fingerprint: the first 16 bytes of SHA-256
+/// over its uncompressed SEC1 public key.
+pub const RECOVERY_FINGERPRINT_LEN: usize = 16;
 /// Largest encoded message in either direction. Anything longer is refused
 /// before it is parsed; buffers of this size always suffice.
 pub const MAX_MESSAGE_LEN: usize = 8192;
@@ -121,6 +126,13 @@ status_table! {
     Internal = 14, "internal", "internal error in the key engine";
     /// The engine is busy; the request may be retried.
     Busy = 15, "busy", "key engine busy, try again";
+    /// `reseal` of a `boot/` namespace without `allow_boot`.
+    BootNotAllowed = 16, "boot_not_allowed",
+        "refused: boot/ secrets are resealed only when explicitly allowed (teectl reseal --allow-boot)";
+    /// `escrow` to another recovery key than the one this device enrolled,
+    /// and no replacement allowed (only during the boot phase).
+    RecoveryKeyMismatch = 17, "recovery_key_mismatch",
+        "refused: this device exports escrow only to the recovery key it enrolled first";
 }
 
 // The operations, in numeric order. `(T)` is a body carried by the enum
@@ -153,11 +165,20 @@ operation_table! {
     Unseal = 0x0202, "unseal" => (UnsealRequest) -> (UnsealResponse);
     /// Re-seal a blob under the current epoch inside the engine.
     Rewrap = 0x0203, "rewrap" => (RewrapRequest) -> (BlobResponse);
+    /// Open a blob inside the engine and seal it to another device's
+    /// public key (a kind-2 blob, same namespace).
+    Reseal = 0x0204, "reseal" => (ResealRequest) -> (BlobResponse);
     // 0x03: device identity
     /// The device public key.
     Pubkey = 0x0301, "pubkey" => PubkeyRequest -> (PubkeyResponse);
     /// Sign a challenge with the device key.
     Attest = 0x0302, "attest" => (AttestRequest) -> (AttestResponse);
+    // 0x04: recovery
+    /// Export the root key and device key sealed to a recovery public key;
+    /// the first escrow enrols that key.
+    Escrow = 0x0401, "escrow" => (EscrowRequest) -> (EscrowResponse);
+    /// Which recovery key, if any, this device has enrolled.
+    RecoveryStatus = 0x0402, "recovery-status" => RecoveryStatusRequest -> (RecoveryStatusResponse);
 }
 
 /// One operation, typed end to end: a request that knows its opcode and the
@@ -167,7 +188,8 @@ operation_table! {
 /// opcode: the body structs ([`SealRequest`], [`RetireRequest`], ...) and,
 /// for operations whose request has no body, the unit structs
 /// [`PingRequest`], [`StatusRequest`], [`InitRequest`], [`RotateRequest`],
-/// [`BootDoneRequest`], [`InitNewIdentityRequest`] and [`PubkeyRequest`]. `BootDone`'s response has no
+/// [`BootDoneRequest`], [`InitNewIdentityRequest`], [`PubkeyRequest`] and
+/// [`RecoveryStatusRequest`]. `BootDone`'s response has no
 /// body: its `Response` is `()`. A client written against this trait cannot
 /// take the answer to one operation for the answer to another:
 ///
@@ -229,6 +251,25 @@ pub struct UnsealRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RewrapRequest {
     pub blob: BlobBytes,
+}
+
+/// `Reseal`: open `blob` and seal its plaintext to the device public key
+/// `to` (uncompressed SEC1), in the same namespace, without releasing the
+/// plaintext. A `boot/` namespace needs `allow_boot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResealRequest {
+    pub blob: BlobBytes,
+    pub to: Vec<u8, PUBKEY_LEN>,
+    pub allow_boot: bool,
+}
+
+/// `Escrow`: export what opens this device's blobs, sealed to the recovery
+/// public key `recovery_key` (uncompressed SEC1). `replace` allows a key
+/// other than the enrolled one to replace it, during the boot phase only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowRequest {
+    pub recovery_key: Vec<u8, PUBKEY_LEN>,
+    pub replace: bool,
 }
 
 /// `Attest`: sign `challenge` with the device key.
@@ -293,6 +334,20 @@ pub struct PubkeyResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttestResponse {
     pub evidence: Vec<u8, MAX_EVIDENCE_LEN>,
+}
+
+/// `Escrow` reply: the escrow (format in `engine/SPEC.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowResponse {
+    pub escrow: Vec<u8, MAX_ESCROW_LEN>,
+}
+
+/// `RecoveryStatus` reply: the fingerprint of the enrolled recovery key
+/// ([`RECOVERY_FINGERPRINT_LEN`] bytes), or none if no escrow was ever
+/// exported by this identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryStatusResponse {
+    pub enrolled: Option<Vec<u8, RECOVERY_FINGERPRINT_LEN>>,
 }
 
 /// Why a message could not be encoded or decoded. Each maps onto a wire

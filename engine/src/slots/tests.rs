@@ -8,7 +8,7 @@ use hakeys_proto::{InitResponse, Request, Response, RetireRequest, Status};
 
 use super::*;
 use crate::tests::{call, golden, seal, unseal, TestEntropy, DEVICE_SK, ROOT};
-use crate::{Engine, Entropy, MemoryStorage};
+use crate::{escrow, Engine, Entropy, MemoryStorage};
 
 fn h(s: &str) -> Vec<u8> {
     hex::decode(s.trim()).expect("test hex")
@@ -116,6 +116,8 @@ struct Seen {
     pubkey: Vec<u8>,
     epoch: u32,
     min_epoch: u32,
+    /// The enrolled recovery key's fingerprint.
+    recovery: Option<Vec<u8>>,
 }
 
 fn observe<S: SecureStorage>(e: &mut Engine<S, TestEntropy>) -> Result<Option<Seen>, Status> {
@@ -128,10 +130,14 @@ fn observe<S: SecureStorage>(e: &mut Engine<S, TestEntropy>) -> Result<Option<Se
     let Response::Pubkey(p) = call(e, Request::Pubkey)? else {
         panic!("pubkey answered with another response")
     };
+    let Response::RecoveryStatus(r) = call(e, Request::RecoveryStatus)? else {
+        panic!("recovery-status answered with another response")
+    };
     Ok(Some(Seen {
         pubkey: p.sec1.to_vec(),
         epoch: st.epoch,
         min_epoch: st.min_epoch,
+        recovery: r.enrolled.map(|f| f.to_vec()),
     }))
 }
 
@@ -301,6 +307,84 @@ fn migration_from_v1_survives_a_cut_at_every_write() {
     assert_eq!(cut_everywhere(v1_device, Request::InitNewIdentity), 3);
 }
 
+/// An escrow request to the recovery key made from `seed`.
+fn escrow_to(seed: u8, replace: bool) -> Request {
+    let sk = p256::SecretKey::from_slice(&[seed; 32]).unwrap();
+    Request::Escrow(hakeys_proto::EscrowRequest {
+        recovery_key: crypto::sec1_uncompressed(&sk.public_key())[..]
+            .try_into()
+            .unwrap(),
+        replace,
+    })
+}
+
+/// An initialised device whose slots are both format 2, as the release
+/// before recovery left them (epoch 2 in slot B, seq 2; epoch 1 in A).
+fn v2_device() -> (MemoryStorage, Vec<Sealed>) {
+    let (mut mem, blobs) = initialised(1);
+    for id in [ObjectId::SlotA, ObjectId::SlotB] {
+        let SlotRead::Valid { seq, state } = SlotRead::decode(mem.object_mut(id).unwrap()) else {
+            panic!("valid")
+        };
+        mem.write(id, encode_slot_v2(seq, &state).as_ref()).unwrap();
+    }
+    (mem, blobs)
+}
+
+/// A device with the recovery key of seed 7 enrolled.
+fn enrolled() -> (MemoryStorage, Vec<Sealed>) {
+    let (mem, blobs) = initialised(1);
+    let mut e = engine_on(mem, 300);
+    call(&mut e, escrow_to(7, false)).unwrap();
+    (e.storage_mut().clone(), blobs)
+}
+
+#[test]
+fn escrow_enrolment_survives_a_cut_at_every_write() {
+    assert_eq!(cut_everywhere(|| initialised(1), escrow_to(7, false)), 1);
+    // Replacing the enrolled key (the boot phase is open on a fresh engine).
+    assert_eq!(cut_everywhere(enrolled, escrow_to(8, true)), 1);
+    // A v1 record: the slot, then the marker.
+    assert_eq!(cut_everywhere(v1_device, escrow_to(7, false)), 2);
+}
+
+#[test]
+fn migration_from_slot_format_2_survives_a_cut_at_every_write() {
+    assert_eq!(cut_everywhere(v2_device, Request::Rotate), 1);
+    assert_eq!(cut_everywhere(v2_device, escrow_to(7, false)), 1);
+    let n = cut_everywhere(v2_device, Request::Retire(RetireRequest { below: 2 }));
+    assert_eq!(n, 1);
+    assert_eq!(cut_everywhere(v2_device, Request::InitNewIdentity), 3);
+}
+
+#[test]
+fn format_2_slots_load_and_the_first_commit_writes_format_3() {
+    let (mem, blobs) = v2_device();
+    let mut e = engine_on(mem, 60);
+    let seen = observe(&mut e).unwrap().unwrap();
+    assert_eq!((seen.epoch, seen.recovery), (2, None));
+    for b in &blobs {
+        assert_eq!(unseal(&mut e, &b.blob).as_deref(), Ok(&b.plaintext[..]));
+    }
+    // Loading wrote nothing; the escrow's enrolment writes slot A (the one
+    // not holding the state) in format 3, seq 3; slot B stays format 2.
+    assert_eq!(e.storage_mut().object_mut(ObjectId::SlotA).unwrap()[4], 2);
+    call(&mut e, escrow_to(7, false)).unwrap();
+    let mut m = e.storage_mut().clone();
+    let a = m.object_mut(ObjectId::SlotA).unwrap().to_vec();
+    assert_eq!(&a[..5], b"HKSL\x03");
+    let SlotRead::Valid { seq, state } = SlotRead::decode(&a) else {
+        panic!("valid")
+    };
+    assert_eq!((seq, state.epoch), (3, 2));
+    assert!(state.recovery_key().is_some());
+    assert_eq!(m.object_mut(ObjectId::SlotB).unwrap()[4], 2);
+    let mut e = engine_on(m, 61);
+    let after = observe(&mut e).unwrap().unwrap();
+    assert_eq!((after.pubkey, after.epoch), (seen.pubkey, 2));
+    assert!(after.recovery.is_some());
+}
+
 #[test]
 fn a_v1_record_loads_then_migrates_and_is_never_written_again() {
     let (mem, blobs) = v1_device();
@@ -315,7 +399,8 @@ fn a_v1_record_loads_then_migrates_and_is_never_written_again() {
             )
             .to_vec(),
             epoch: 7,
-            min_epoch: 5
+            min_epoch: 5,
+            recovery: None
         }))
     );
     // Loading writes nothing; the first commit writes slot A (seq 1) and
@@ -579,30 +664,52 @@ fn golden_slot_and_marker() {
         device_key: h(DEVICE_SK).try_into().unwrap(),
         epoch: 7,
         min_epoch: 5,
+        recovery: crate::state::NO_RECOVERY_KEY,
     };
-    let slot = encode_slot(0x0102_0304_0506_0708, &st);
-    golden("slot_v2", slot.as_ref());
-    assert_eq!(&slot[..5], b"HKSL\x02");
-    assert_eq!(&slot[13..86], &st.encode()[..]);
-    let SlotRead::Valid { seq, state } = SlotRead::decode(slot.as_ref()) else {
-        panic!("valid")
-    };
-    assert_eq!((seq, state.encode()), (0x0102_0304_0506_0708, st.encode()));
-    // Every single-byte change and every truncation is invalid.
-    for i in 0..SLOT_LEN {
-        let mut t = *slot;
-        t[i] ^= 0x01;
-        assert!(
-            matches!(SlotRead::decode(&t), SlotRead::Invalid { .. }),
-            "byte {i}"
-        );
+    // Format 2, as the release before recovery wrote it: still read, with
+    // no recovery key.
+    let v2 = encode_slot_v2(0x0102_0304_0506_0708, &st);
+    golden("slot_v2", v2.as_ref());
+    assert_eq!(&v2[..5], b"HKSL\x02");
+    assert_eq!(&v2[13..86], &st.encode()[..]);
+    // Format 3, what the engine writes: the same length, the recovery key's
+    // fingerprint after the state, a 16-byte checksum.
+    let mut enrolled = st.clone();
+    enrolled.recovery = [0x5a; 16];
+    let v3 = encode_slot(0x0102_0304_0506_0708, &enrolled);
+    golden("slot_v3", v3.as_ref());
+    assert_eq!(&v3[..5], b"HKSL\x03");
+    assert_eq!(&v3[13..86], &st.encode()[..]);
+    assert_eq!(&v3[86..102], &[0x5a; 16]);
+    for (slot, recovery) in [(v2, None), (v3, Some([0x5au8; 16]))] {
+        let SlotRead::Valid { seq, state } = SlotRead::decode(slot.as_ref()) else {
+            panic!("valid")
+        };
+        assert_eq!((seq, state.encode()), (0x0102_0304_0506_0708, st.encode()));
+        assert_eq!(state.recovery_key().copied(), recovery);
+        // Every single-byte change and every truncation is invalid.
+        for i in 0..SLOT_LEN {
+            let mut t = *slot;
+            t[i] ^= 0x01;
+            assert!(
+                matches!(SlotRead::decode(&t), SlotRead::Invalid { .. }),
+                "byte {i}"
+            );
+        }
+        for len in 0..SLOT_LEN {
+            assert!(matches!(
+                SlotRead::decode(&slot[..len]),
+                SlotRead::Invalid { .. }
+            ));
+        }
     }
-    for len in 0..SLOT_LEN {
-        assert!(matches!(
-            SlotRead::decode(&slot[..len]),
-            SlotRead::Invalid { .. }
-        ));
-    }
+    // Another version is invalid, its sequence number not read.
+    let mut v4 = encode_slot(9, &st);
+    v4[4] = 4;
+    assert!(matches!(
+        SlotRead::decode(v4.as_ref()),
+        SlotRead::Invalid { seq: None }
+    ));
     let marker = encode_marker(&st).unwrap();
     golden("marker_v1", &marker);
     assert_eq!(&marker[..5], b"HKIN\x01");
@@ -614,7 +721,7 @@ fn golden_slot_and_marker() {
 fn an_independent_implementation_reads_slots_and_writes_markers() {
     use crate::tests::reference;
     let (mut mem, _) = initialised(2);
-    for (id, want) in [(ObjectId::SlotA, "3 3 1"), (ObjectId::SlotB, "2 2 1")] {
+    for (id, want) in [(ObjectId::SlotA, "3 3 1 -"), (ObjectId::SlotB, "2 2 1 -")] {
         let rec = hex::encode(mem.object_mut(id).unwrap());
         assert_eq!(reference(&["read-slot", &rec]), want);
     }
@@ -625,13 +732,30 @@ fn an_independent_implementation_reads_slots_and_writes_markers() {
     .unwrap();
     assert_eq!(
         reference(&["read-slot", golden_slot.trim()]),
-        std::format!("{} 7 5", 0x0102_0304_0506_0708u64)
+        std::format!("{} 7 5 -", 0x0102_0304_0506_0708u64)
     );
+    let golden_v3 = std::fs::read_to_string(std::format!(
+        "{}/tests/golden/slot_v3.hex",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    assert_eq!(
+        reference(&["read-slot", golden_v3.trim()]),
+        std::format!("{} 7 5 {}", 0x0102_0304_0506_0708u64, "5a".repeat(16))
+    );
+    // A slot the engine wrote after enrolling a recovery key.
+    let (mut mem, _) = enrolled();
+    let fp = hex::encode(escrow::fingerprint(
+        &p256::SecretKey::from_slice(&[7; 32]).unwrap().public_key(),
+    ));
+    let rec = hex::encode(mem.object_mut(ObjectId::SlotA).unwrap());
+    assert_eq!(reference(&["read-slot", &rec]), std::format!("3 2 1 {fp}"));
     let st = State {
         root_key: ROOT,
         device_key: h(DEVICE_SK).try_into().unwrap(),
         epoch: 7,
         min_epoch: 5,
+        recovery: crate::state::NO_RECOVERY_KEY,
     };
     assert_eq!(
         reference(&["marker", DEVICE_SK]),

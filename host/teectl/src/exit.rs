@@ -17,7 +17,8 @@ pub const USAGE: i32 = 2;
 /// The device has not been initialised (`teectl init`).
 pub const NOT_INITIALISED: i32 = 3;
 /// Refused by policy: boot namespace after `boot-done`, a retired epoch, a
-/// namespace the caller may not use.
+/// namespace the caller may not use, `reseal` of a boot namespace without
+/// `--allow-boot`, an escrow to another recovery key than the enrolled one.
 pub const REFUSED: i32 = 4;
 /// The blob or evidence is not authentic: tampered, truncated, or made for
 /// another device or key.
@@ -36,7 +37,11 @@ pub fn for_status(s: Status) -> i32 {
         Status::Ok => OK,
         Status::InvalidNamespace | Status::TooLarge | Status::InvalidArgument => USAGE,
         Status::NotInitialised => NOT_INITIALISED,
-        Status::BootLocked | Status::EpochRetired | Status::NamespaceMismatch => REFUSED,
+        Status::BootLocked
+        | Status::EpochRetired
+        | Status::NamespaceMismatch
+        | Status::BootNotAllowed
+        | Status::RecoveryKeyMismatch => REFUSED,
         Status::BlobRejected => REJECTED,
         Status::StorageFailure | Status::StorageCorrupt => STORAGE,
         Status::Busy => UNAVAILABLE,
