@@ -3,11 +3,12 @@
 //! - a sealed blob: `hakeys:v1:` followed by standard base64 (with padding)
 //!   of the binary blob, on one line;
 //! - attestation evidence: `hakeys-evidence:v1:` + base64;
+//! - a recovery escrow: `hakeys-escrow:v1:` + base64;
 //! - the device public key: a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use hakeys_proto::{MAX_BLOB_LEN, MAX_EVIDENCE_LEN};
+use hakeys_proto::{MAX_BLOB_LEN, MAX_ESCROW_LEN, MAX_EVIDENCE_LEN};
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
 use p256::PublicKey;
 
@@ -15,6 +16,8 @@ use p256::PublicKey;
 pub const BLOB_PREFIX: &str = "hakeys:v1:";
 /// Prefix of evidence's text form.
 pub const EVIDENCE_PREFIX: &str = "hakeys-evidence:v1:";
+/// Prefix of a recovery escrow's text form.
+pub const ESCROW_PREFIX: &str = "hakeys-escrow:v1:";
 
 /// Why a text form was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +93,16 @@ pub fn evidence_from_input(input: &[u8]) -> Result<Vec<u8>, ArmorError> {
     decode(EVIDENCE_PREFIX, input, MAX_EVIDENCE_LEN)
 }
 
+/// An escrow's one-line text form.
+pub fn escrow_to_text(escrow: &[u8]) -> String {
+    encode(ESCROW_PREFIX, escrow)
+}
+
+/// An escrow from its text form.
+pub fn escrow_from_input(input: &[u8]) -> Result<Vec<u8>, ArmorError> {
+    decode(ESCROW_PREFIX, input, MAX_ESCROW_LEN)
+}
+
 /// The device key as PEM SubjectPublicKeyInfo.
 pub fn pubkey_to_pem(sec1: &[u8]) -> Result<String, ArmorError> {
     let pk = PublicKey::from_sec1_bytes(sec1).map_err(|_| ArmorError::BadPublicKey)?;
@@ -131,6 +144,22 @@ mod tests {
             blob_from_input(&[0xff, 0xfe]),
             Err(ArmorError::NoPrefix(BLOB_PREFIX))
         );
+    }
+
+    #[test]
+    fn escrow_text_round_trip() {
+        let t = escrow_to_text(b"HKES\x01rest");
+        assert!(t.starts_with("hakeys-escrow:v1:") && !t.contains('\n'));
+        assert_eq!(
+            escrow_from_input(format!("{t}\n").as_bytes()).unwrap(),
+            b"HKES\x01rest"
+        );
+        assert_eq!(
+            escrow_from_input(blob_to_text(b"HKSB").as_bytes()),
+            Err(ArmorError::NoPrefix(ESCROW_PREFIX))
+        );
+        let huge = format!("hakeys-escrow:v1:{}", "A".repeat(1000));
+        assert_eq!(escrow_from_input(huge.as_bytes()), Err(ArmorError::TooLong));
     }
 
     #[test]

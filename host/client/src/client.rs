@@ -2,8 +2,9 @@
 //! encoded protocol messages (the in-process simulator, libteec, the daemon).
 
 use hakeys_proto::{
-    self as proto, AttestRequest, Call, EpochResponse, InitResponse, Request, RetireRequest,
-    RewrapRequest, SealRequest, Status, StatusResponse, UnsealRequest, UnsealResponse, WireError,
+    self as proto, AttestRequest, Call, EpochResponse, EscrowRequest, InitResponse, Request,
+    ResealRequest, RetireRequest, RewrapRequest, SealRequest, Status, StatusResponse,
+    UnsealRequest, UnsealResponse, WireError,
 };
 use zeroize::Zeroize;
 
@@ -179,6 +180,55 @@ impl<T: Transport> Client<T> {
         let blob = proto::BlobBytes::from_slice(blob)
             .map_err(|_| ClientError::Status(Status::BlobRejected))?;
         Ok(self.call(RewrapRequest { blob })?.blob.to_vec())
+    }
+
+    /// Open `blob` in the engine and seal it to the device public key `to`
+    /// (same namespace); `allow_boot` for a `boot/` namespace.
+    pub fn reseal(
+        &mut self,
+        blob: &[u8],
+        to: &p256::PublicKey,
+        allow_boot: bool,
+    ) -> Result<Vec<u8>, ClientError> {
+        let blob = proto::BlobBytes::from_slice(blob)
+            .map_err(|_| ClientError::Status(Status::BlobRejected))?;
+        let to = heapless::Vec::from_slice(&hakeys_engine::crypto::sec1_uncompressed(to))
+            .map_err(|_| ClientError::Request("public key too long"))?;
+        Ok(self
+            .call(ResealRequest {
+                blob,
+                to,
+                allow_boot,
+            })?
+            .blob
+            .to_vec())
+    }
+
+    /// The engine's escrow sealed to `recovery`; `replace` replaces an
+    /// enrolled recovery key (during the boot phase only).
+    pub fn escrow(
+        &mut self,
+        recovery: &p256::PublicKey,
+        replace: bool,
+    ) -> Result<Vec<u8>, ClientError> {
+        let recovery_key =
+            heapless::Vec::from_slice(&hakeys_engine::crypto::sec1_uncompressed(recovery))
+                .map_err(|_| ClientError::Request("public key too long"))?;
+        Ok(self
+            .call(EscrowRequest {
+                recovery_key,
+                replace,
+            })?
+            .escrow
+            .to_vec())
+    }
+
+    /// The enrolled recovery key's fingerprint, if any.
+    pub fn recovery_status(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self
+            .call(proto::RecoveryStatusRequest)?
+            .enrolled
+            .map(|f| f.to_vec()))
     }
 
     /// The device public key, uncompressed SEC1.

@@ -8,7 +8,9 @@
 //!   in-process with its state on an `rpmb-sim` device image;
 //! - [`tee`] (feature `tee`): the libteec backend, the trusted application
 //!   in OP-TEE;
-//! - [`armor`]: the one-line text forms of blobs and evidence, and PEM keys.
+//! - [`armor`]: the one-line text forms of blobs, evidence and escrows, and
+//!   PEM keys;
+//! - [`recovery`]: recovery keys, their PEM forms and the recovery code.
 //!
 //! Nothing here knows about command lines, exit codes or the daemon: those
 //! belong to `teectl` and `teed`.
@@ -24,6 +26,7 @@ pub mod sim_storage;
 pub mod armor;
 pub mod backend;
 pub mod client;
+pub mod recovery;
 
 use hakeys_engine::{Entropy, EntropyError};
 
