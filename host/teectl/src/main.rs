@@ -18,6 +18,7 @@ use teed_protocol::{Code, StatusAnswer};
 use zeroize::Zeroizing;
 
 mod exit;
+mod secrets;
 
 #[derive(Parser)]
 #[command(
@@ -134,6 +135,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         count: u32,
     },
+    /// Home Assistant's secrets.yaml sealed at rest: import, render, set,
+    /// check (docs/home-assistant.md).
+    Secrets(secrets::SecretsArgs),
 }
 
 /// A failure: the exit code and one line for stderr.
@@ -245,6 +249,18 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     "evidence is not signed by this device key".into(),
                 )),
             };
+        }
+        Command::Secrets(args) => {
+            let choice = secrets::EngineChoice {
+                backend: cli.backend.map(|b| match b {
+                    BackendArg::Sim => BackendKind::Sim,
+                    BackendArg::Tee => BackendKind::Tee,
+                }),
+                state_dir: cli.state_dir.clone(),
+                via_daemon: cli.via_daemon,
+                socket: daemon_socket(cli),
+            };
+            return secrets::run(args, &choice);
         }
         _ => {}
     }
@@ -425,7 +441,7 @@ fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
                 .as_bytes(),
             )
         }
-        Command::Seal { to: Some(_), .. } | Command::Verify { .. } => Ok(()),
+        Command::Seal { to: Some(_), .. } | Command::Verify { .. } | Command::Secrets(_) => Ok(()),
     }
 }
 
