@@ -1,5 +1,5 @@
 //! The daemon `teed` end to end on the simulator backend: the real `teed`
-//! and `teectl` binaries and the Python example client, with callers run as
+//! and `teectl` binaries and the Python package `hakeys` (`python/`), with callers run as
 //! real, separate users (created here with `useradd` if missing; the tests
 //! need root, as in CI, and say so and skip otherwise).
 //!
@@ -115,8 +115,26 @@ fn reachable(path: &Path, dir: &Path) -> PathBuf {
     copy
 }
 
-fn client_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/hakeys_client.py")
+/// The Python package's source folder (`python/src/hakeys`).
+fn python_package() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/src/hakeys")
+}
+
+/// A copy of the Python package in `dir/hakeys` that every user can read;
+/// returns the folder to put on `PYTHONPATH`.
+fn reachable_package(dir: &Path) -> PathBuf {
+    let to = dir.join("hakeys");
+    fs::create_dir(&to).unwrap();
+    fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).unwrap();
+    for e in fs::read_dir(python_package()).expect("python/src/hakeys") {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "py") {
+            let copy = to.join(p.file_name().unwrap());
+            fs::copy(&p, &copy).unwrap();
+            fs::set_permissions(&copy, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    dir.to_path_buf()
 }
 
 /// A simulator board with `teed` serving it.
@@ -124,7 +142,8 @@ struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
     teectl: PathBuf,
-    script: PathBuf,
+    /// `PYTHONPATH` for the Python package.
+    pythonpath: PathBuf,
 }
 
 impl Drop for Daemon {
@@ -161,12 +180,12 @@ impl Daemon {
         fs::create_dir(&bin).unwrap();
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
         let teectl = reachable(teectl_bin(), &bin);
-        let script = reachable(&client_script(), &bin);
+        let pythonpath = reachable_package(&bin);
         let mut d = Daemon {
             dir,
             child: None,
             teectl,
-            script,
+            pythonpath,
         };
         d.set_policy(policy);
         let init = d.direct(&["init"], b"");
@@ -314,14 +333,22 @@ impl Daemon {
         Conn::new(&self.socket())
     }
 
-    /// The Python example client, run as `u`.
+    /// `python3 -m hakeys` (the Python package), run as `u`.
     fn py(&self, u: &User, args: &[&str], stdin: &[u8]) -> Output {
+        let mut c = self.python_as(u);
+        c.arg("--socket").arg(self.socket()).args(args);
+        run(&mut c, stdin)
+    }
+
+    /// `python3 -m hakeys` from the reachable copy of the package, as `u`,
+    /// not yet run.
+    fn python_as(&self, u: &User) -> Command {
         let mut c = Command::new(PYTHON);
-        c.arg(&self.script)
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args);
-        run(as_user(&mut c, u), stdin)
+        as_user(&mut c, u)
+            .args(["-m", "hakeys"])
+            .env("PYTHONPATH", &self.pythonpath)
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        c
     }
 
     /// `teectl --via-daemon`, run as `u`.
@@ -1095,9 +1122,9 @@ fn socket_activation_by_systemd() {
     // (systemd would create it with SocketMode=0666.)
     fs::set_permissions(&sock, fs::Permissions::from_mode(0o666)).unwrap();
     // The first connection starts teed, which then serves it.
-    let mut py = Command::new(PYTHON);
-    py.arg(&d.script).arg("--socket").arg(&sock).arg("status");
-    let st: Value = serde_json::from_slice(&ok(run(as_user(&mut py, &u.ha), b""))).unwrap();
+    let mut py = d.python_as(&u.ha);
+    py.arg("--socket").arg(&sock).arg("status");
+    let st: Value = serde_json::from_slice(&ok(run(&mut py, b""))).unwrap();
     assert_eq!(st["initialised"], true);
     let mut conn = Conn::new(&sock);
     assert_eq!(status_of(&conn.request(json!({"v":1,"op":"status"}))), "ok");
