@@ -6,7 +6,8 @@
 
 # Files of this tree only, nothing to download: the unit that unlocks the
 # data partition early in boot, the unit that ends the boot phase for
-# certain before containers start, and the scripts they run.
+# certain before containers start, the units that render Home Assistant's
+# sealed secrets to RAM (docs/home-assistant.md), and the scripts they run.
 HAKEYS_BOOT_LICENSE = Apache-2.0
 
 define HAKEYS_BOOT_INSTALL_TARGET_CMDS
@@ -14,6 +15,8 @@ define HAKEYS_BOOT_INSTALL_TARGET_CMDS
 		$(TARGET_DIR)/usr/libexec/hakeys-unlock-data
 	$(INSTALL) -D -m 0755 $(HAKEYS_BOOT_PKGDIR)/hakeys-boot-done \
 		$(TARGET_DIR)/usr/libexec/hakeys-boot-done
+	$(INSTALL) -D -m 0755 $(HAKEYS_BOOT_PKGDIR)/hakeys-ha-secrets \
+		$(TARGET_DIR)/usr/libexec/hakeys-ha-secrets
 endef
 
 define HAKEYS_BOOT_INSTALL_INIT_SYSTEMD
@@ -21,6 +24,10 @@ define HAKEYS_BOOT_INSTALL_INIT_SYSTEMD
 		$(TARGET_DIR)/usr/lib/systemd/system/hakeys-unlock-data.service
 	$(INSTALL) -D -m 0644 $(HAKEYS_BOOT_PKGDIR)/hakeys-boot-done.service \
 		$(TARGET_DIR)/usr/lib/systemd/system/hakeys-boot-done.service
+	$(INSTALL) -D -m 0644 $(HAKEYS_BOOT_PKGDIR)/hakeys-ha-secrets.service \
+		$(TARGET_DIR)/usr/lib/systemd/system/hakeys-ha-secrets.service
+	$(INSTALL) -D -m 0644 $(HAKEYS_BOOT_PKGDIR)/hakeys-ha-secrets.path \
+		$(TARGET_DIR)/usr/lib/systemd/system/hakeys-ha-secrets.path
 	$(INSTALL) -D -m 0644 $(HAKEYS_BOOT_PKGDIR)/50-hakeys-boot.preset \
 		$(TARGET_DIR)/usr/lib/systemd/system-preset/50-hakeys-boot.preset
 endef
