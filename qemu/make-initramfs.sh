@@ -12,7 +12,8 @@ OUTF=$(realpath -m "${2:?output file}")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 X=$C/x
 O=$C/out
-R=$O/rootfs
+# Staging next to the output, so that two images can be made side by side.
+R=${OUTF%.cpio.gz}.rootfs
 KV=$(ls "$X"/linux-image-*/usr/lib/modules/)
 MODDIR=$(ls -d "$X"/linux-image-*/usr/lib/modules/"$KV")
 rm -rf "$R"
@@ -51,6 +52,13 @@ for b in teectl hakeys-supplicant rpmb-sim; do install_bin "$O/bin/$b" "/usr/bin
 mv "$R/usr/bin/hakeys-supplicant" "$R/usr/sbin/hakeys-supplicant"
 UUID=$(tr -d ' \n' < "$ROOT/proto/uuid.txt")
 cp "$O/ta/$UUID.ta" "$R/usr/lib/optee_armtz/"
+# The previous release's TA, if built (`cargo xtask qemu-powercut` makes a
+# board with format v1 state with it); test-only path, never loaded unless
+# a test's supplicant is pointed at it.
+if [ -e "$O/ta-v1/$UUID.ta" ]; then
+  mkdir -p "$R/usr/lib/hakeys-test/ta-v1"
+  cp "$O/ta-v1/$UUID.ta" "$R/usr/lib/hakeys-test/ta-v1/"
+fi
 # cryptsetup for the LUKS step; xtest and its TAs; pkcs11-tool and the
 # PKCS#11 TA for the benchmark comparison.
 install_bin "$X/cryptsetup-bin/usr/sbin/cryptsetup" /usr/sbin/cryptsetup
@@ -86,6 +94,11 @@ for m in tee optee virtio_blk dm_mod dm_crypt xts af_alg algif_skcipher algif_ha
 
 cp "$ROOT/qemu/guest/init" "$R/init"
 cp "$ROOT/qemu/guest/scenario.sh" "$R/usr/bin/hakeys-scenario"
-chmod 755 "$R/init" "$R/usr/bin/hakeys-scenario"
-(cd "$R" && find . | sort | cpio -o -H newc --quiet -R 0:0 | gzip -6) > "$OUTF"
+cp "$ROOT/qemu/guest/powercut.sh" "$R/usr/bin/hakeys-powercut"
+mkdir -p "$R/usr/lib/hakeys-test"
+cp "$ROOT/qemu/guest/lib.sh" "$R/usr/lib/hakeys-test/lib.sh"
+chmod 755 "$R/init" "$R/usr/bin/hakeys-scenario" "$R/usr/bin/hakeys-powercut"
+# Written beside and renamed, so a QEMU starting meanwhile reads a whole image.
+(cd "$R" && find . | sort | cpio -o -H newc --quiet -R 0:0 | gzip -6) > "$OUTF.tmp"
+mv "$OUTF.tmp" "$OUTF"
 echo "make-initramfs.sh: $OUTF ($(stat -c %s "$OUTF") bytes)"

@@ -3,34 +3,7 @@
 # starts each boot as a new QEMU process on the same disks and asserts on the
 # HAKEYS-RESULT lines). Test secrets only; real secrets are never printed.
 STEP=$1
-disk() { for d in /sys/block/vd*; do [ "$(cat "$d/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${d##*/}"; return 0; }; done; return 1; }
-now_ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
-# r NAME STDIN CMD...: run, report exit code, stdout (one line) and stderr.
-r() {
-  name=$1; in=$2; shift 2
-  [ -n "$in" ] || in=/dev/null
-  "$@" < "$in" > "/tmp/out.$name" 2> "/tmp/err.$name"
-  rc=$?
-  echo "HAKEYS-RESULT $name rc=$rc out=$(head -c 3000 "/tmp/out.$name" | tr '\n' ' ') err=$(head -c 300 "/tmp/err.$name" | tr '\n' ' ')"
-}
-# h NAME STDIN CMD...: as r, but reports the SHA-256 of stdout.
-h() {
-  name=$1; in=$2; shift 2
-  "$@" < "$in" > "/tmp/out.$name" 2> "/tmp/err.$name"
-  rc=$?
-  echo "HAKEYS-RESULT $name rc=$rc sha256=$(sha256sum < "/tmp/out.$name" | cut -d' ' -f1) err=$(head -c 300 "/tmp/err.$name" | tr '\n' ' ')"
-}
-rpmb_writes() { sed -n 's/^rpmb_write_requests //p' /run/rpmb-stats 2>/dev/null || echo 0; }
-rpmb_in() { sed -n 's/^rpmb_frames_in //p' /run/rpmb-stats 2>/dev/null || echo 0; }
-rpmb_out() { sed -n 's/^rpmb_frames_out //p' /run/rpmb-stats 2>/dev/null || echo 0; }
-rpmb_mark() { m_w=$(rpmb_writes); m_i=$(rpmb_in); m_o=$(rpmb_out); }
-rpmb_report() { echo "HAKEYS-RPMB $1 writes=$(( $(rpmb_writes) - ${m_w:-0} )) frames_in=$(( $(rpmb_in) - ${m_i:-0} )) frames_out=$(( $(rpmb_out) - ${m_o:-0} ))"; }
-# c NAME STDIN CMD...: as r, and report the RPMB traffic the command caused.
-c() {
-  rpmb_mark
-  r "$@"
-  rpmb_report "$1"
-}
+. /usr/lib/hakeys-test/lib.sh
 
 LUKS=$(disk luks)
 case "$STEP" in
@@ -62,12 +35,13 @@ boot2)
   mkdir -p /blobs
   tar -xf "$(disk blobs)" -C /blobs
   r status-after-reboot "" teectl status --json
-  h unseal-secret /blobs/secret.blob teectl unseal
-  # The boot unit's job: the unsealed key goes straight into cryptsetup.
+  # The boot unit's job, first thing: the unsealed key goes straight into
+  # cryptsetup (the first unseal outside boot/ would end the boot phase).
   teectl unseal < /blobs/luks.blob | cryptsetup open "$LUKS" data --key-file - 2>/tmp/err.luks
   echo "HAKEYS-RESULT luks-open-with-unsealed-key rc=$? err=$(head -c 300 /tmp/err.luks | tr '\n' ' ')"
   r luks-marker "" sh -c "dd if=/dev/mapper/data bs=18 count=1 2>/dev/null"
   r luks-close "" cryptsetup close data
+  h unseal-secret /blobs/secret.blob teectl unseal
   r boot-done "" teectl boot-done
   r unseal-luks-after-boot-done /blobs/luks.blob teectl unseal
   r status-after-boot-done "" teectl status --json
@@ -142,6 +116,10 @@ xtest)
     echo "HAKEYS-XTEST $t rc=$rc ms=$(( $(now_ms) - t0 )) $(grep -E 'subtests of which|test cases of which' /tmp/xtest.out | tr '\n' ' ')"
     [ $rc = 0 ] || grep -E '^regression_[0-9.]+ FAILED|FAILED' /tmp/xtest.out | head -60 | sed 's/^/HAKEYS: xtest | /'
   done
+  ;;
+powercut)
+  # One boot of `cargo xtask qemu-powercut` (see powercut.sh).
+  hakeys-powercut
   ;;
 *)
   echo "HAKEYS: unknown step $STEP"

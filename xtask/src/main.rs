@@ -20,7 +20,9 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod buildroot;
+mod powercut;
 mod qemu;
+mod qemu_bench;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -448,6 +450,7 @@ fn main() -> ExitCode {
         Some("qemu-test") => qemu::test(qemu::CI_XTESTS),
         Some("qemu-shell") => qemu::shell(),
         Some("qemu-bench") => qemu::bench(),
+        Some("qemu-powercut") => powercut::main(&args[1..]),
         Some("check-buildroot") => buildroot::check(opt("--buildroot")),
         Some("deps") => deps().map(|py| eprintln!("ok (python: {py})")),
         Some("fuzz") => match opt("--seconds").unwrap_or_else(|| "20".into()).parse() {
@@ -455,7 +458,7 @@ fn main() -> ExitCode {
             Err(_) => Err("--seconds takes a whole number".into()),
         },
         _ => Err(
-            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N] | bench | qemu-test | qemu-shell | qemu-bench | check-buildroot --buildroot DIR"
+            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N] | bench | qemu-test | qemu-shell | qemu-bench | qemu-powercut [--ops a,b] [--modes before,after] [--record] | check-buildroot --buildroot DIR"
                 .into(),
         ),
     };

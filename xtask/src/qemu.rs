@@ -15,11 +15,13 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{cache, root, run, Result};
+
+pub(crate) use crate::qemu_bench::bench;
 
 /// The reduced xtest selection run in CI (see supplicant/README.md for what
 /// is left out and why).
@@ -27,11 +29,11 @@ pub const CI_XTESTS: &[&str] = &[
     "1001", "1004", "1008", "4001", "6001", "6002", "6003", "6004", "6010", "6014",
 ];
 
-fn qdir() -> PathBuf {
+pub(crate) fn qdir() -> PathBuf {
     cache().join("qemu")
 }
 
-fn script(name: &str) -> PathBuf {
+pub(crate) fn script(name: &str) -> PathBuf {
     root().join("qemu").join(name)
 }
 
@@ -78,27 +80,48 @@ pub fn build() -> Result {
     Ok(())
 }
 
-/// The disks of one simulated board.
-struct Board {
-    dir: PathBuf,
+/// The disks of one simulated board, and the image it boots.
+pub(crate) struct Board {
+    pub(crate) dir: PathBuf,
+    /// Where `flash.bin`, `Image` and `initramfs.cpio.gz` are (`out/` of
+    /// the QEMU cache unless a test boots a private copy).
+    pub(crate) image: PathBuf,
 }
 
 impl Board {
-    fn fresh(name: &str) -> Result<Board> {
+    pub(crate) fn fresh(name: &str) -> Result<Board> {
+        Board::with_rpmb(name, None)
+    }
+
+    /// A new board whose RPMB image is a copy of `rpmb` (a fresh one if
+    /// `None`); the other disks are new.
+    pub(crate) fn with_rpmb(name: &str, rpmb: Option<&Path>) -> Result<Board> {
         let dir = qdir().join("boards").join(name);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        rpmb_sim::RpmbDevice::create(&dir.join("rpmb.img"), &rpmb_sim::CreateOptions::default())
-            .map_err(|e| format!("cannot create the RPMB image: {e}"))?;
+        match rpmb {
+            Some(base) => {
+                fs::copy(base, dir.join("rpmb.img"))
+                    .map_err(|e| format!("cannot copy {}: {e}", base.display()))?;
+            }
+            None => rpmb_sim::RpmbDevice::create(
+                &dir.join("rpmb.img"),
+                &rpmb_sim::CreateOptions::default(),
+            )
+            .map_err(|e| format!("cannot create the RPMB image: {e}"))?,
+        }
         let luks = fs::File::create(dir.join("luks.img")).map_err(|e| e.to_string())?;
         luks.set_len(32 << 20).map_err(|e| e.to_string())?;
-        let b = Board { dir };
+        let b = Board {
+            dir,
+            image: qdir().join("out"),
+        };
         b.set_blobs(&[])?;
         Ok(b)
     }
 
     /// Put these files on the "blobs" disk (a tar archive).
-    fn set_blobs(&self, files: &[(&str, &[u8])]) -> Result {
+    pub(crate) fn set_blobs(&self, files: &[(&str, &[u8])]) -> Result {
         let staging = self.dir.join("blobs");
         let _ = fs::remove_dir_all(&staging);
         fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
@@ -114,7 +137,7 @@ impl Board {
     }
 
     fn qemu(&self, append: &str) -> Command {
-        let out = qdir().join("out");
+        let out = &self.image;
         let mut c = Command::new("qemu-system-aarch64");
         c.args([
             "-machine",
@@ -157,8 +180,28 @@ impl Board {
         c
     }
 
-    /// Boot with `append`, wait for power-off, return the console lines.
-    fn boot(&self, name: &str, append: &str, timeout: Duration) -> Result<Vec<String>> {
+    /// Boot with `append`, wait for power-off, return the console lines;
+    /// the guest must have finished its scenario.
+    pub(crate) fn boot(&self, name: &str, append: &str, timeout: Duration) -> Result<Vec<String>> {
+        let (lines, done) = self.boot_to_power_off(name, append, timeout)?;
+        if !done {
+            return Err(format!(
+                "boot `{name}` ended before the scenario finished; see {}",
+                self.dir.join(format!("{name}.console.log")).display()
+            ));
+        }
+        Ok(lines)
+    }
+
+    /// Boot with `append` and wait for the machine to power off, however
+    /// that happens (the scenario's end, or a simulated power cut); return
+    /// the console lines and whether the scenario finished (`HAKEYS: DONE`).
+    pub(crate) fn boot_to_power_off(
+        &self,
+        name: &str,
+        append: &str,
+        timeout: Duration,
+    ) -> Result<(Vec<String>, bool)> {
         let log = self.dir.join(format!("{name}.console.log"));
         let mut cmd = self.qemu(append);
         cmd.arg("-monitor")
@@ -228,26 +271,21 @@ impl Board {
                 log.display()
             ));
         }
-        if !lines.iter().any(|l| l.starts_with("HAKEYS: DONE")) {
-            return Err(format!(
-                "boot `{name}` ended before the scenario finished; see {}",
-                log.display()
-            ));
-        }
-        Ok(lines)
+        let done = lines.iter().any(|l| l.starts_with("HAKEYS: DONE"));
+        Ok((lines, done))
     }
 }
 
 /// One `HAKEYS-RESULT name rc=N out=... err=...` line.
 #[derive(Debug, Default, Clone)]
-struct Step {
-    rc: i32,
-    out: String,
-    err: String,
-    sha256: String,
+pub(crate) struct Step {
+    pub(crate) rc: i32,
+    pub(crate) out: String,
+    pub(crate) err: String,
+    pub(crate) sha256: String,
 }
 
-fn results(lines: &[String]) -> HashMap<String, Step> {
+pub(crate) fn results(lines: &[String]) -> HashMap<String, Step> {
     let mut m = HashMap::new();
     for l in lines {
         let Some(rest) = l.strip_prefix("HAKEYS-RESULT ") else {
@@ -337,7 +375,7 @@ impl Checks {
     }
 }
 
-fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(data)
         .iter()
@@ -495,7 +533,10 @@ pub fn shell() -> Result {
     build()?;
     let dir = qdir().join("boards").join("shell");
     let board = if dir.join("rpmb.img").exists() {
-        Board { dir }
+        Board {
+            dir,
+            image: qdir().join("out"),
+        }
     } else {
         Board::fresh("shell")?
     };
@@ -512,7 +553,7 @@ pub fn shell() -> Result {
     run(&mut c)
 }
 
-fn bench_value(lines: &[String], key: &str) -> Option<(u64, u64)> {
+pub(crate) fn bench_value(lines: &[String], key: &str) -> Option<(u64, u64)> {
     let l = lines
         .iter()
         .find(|l| l.starts_with(&format!("HAKEYS-BENCH {key} ")))?;
@@ -522,91 +563,4 @@ fn bench_value(lines: &[String], key: &str) -> Option<(u64, u64)> {
             .and_then(|v| v.parse().ok())
     };
     Some((get("runs=")?, get("total_ms=")?))
-}
-
-/// Benchmarks in one QEMU boot, written to docs/BENCHMARKS-qemu.md.
-pub fn bench() -> Result {
-    build()?;
-    let board = Board::fresh("bench")?;
-    let lines = board.boot(
-        "bench",
-        "hakeys.mode=scenario hakeys.step=bench hakeys.bench_n=30",
-        Duration::from_secs(1200),
-    )?;
-    let r = results(&lines);
-    let mut md = String::from(
-        "# Benchmarks on the QEMU target\n\nWritten by `cargo xtask qemu-bench`: one boot of the QEMU target \
-         (qemu-system-aarch64 TCG, cortex-a57, 2 vCPUs, on the machine below), so absolute figures are those \
-         of an emulated CPU; compare the rows with each other, not with a board. TCG on a shared 2-core host is noisy: \
-         the same row has varied by a factor of 2 to 3 between runs, so compare rows of one run.\n\n",
-    );
-    md += &format!("- host: {}\n\n", crate::machine_line());
-    md += "## Latency (new process per run, 1 KiB secret)\n\n| operation | runs | mean ms |\n|---|---|---|\n";
-    for (label, key) in [
-        ("`teectl unseal` end to end (process start, libteec session, TA, RPMB read)", "teectl-unseal-1k"),
-        ("`pkcs11-tool --decrypt` AES-GCM through OP-TEE's PKCS#11 TA (process start, login, decrypt)", "pkcs11-decrypt-1k"),
-        ("`teectl unseal` as uid 8123 through `teed` (process start, socket, policy, the daemon's open TEE session)", "daemon-unseal-1k"),
-    ] {
-        match bench_value(&lines, key) {
-            Some((n, ms)) => md += &format!("| {label} | {n} | {:.1} |\n", ms as f64 / n as f64),
-            None => md += &format!("| {label} | – | not measured: {} |\n", missing_reason(&r, key)),
-        }
-    }
-    if let Some(p) = r.get("ping") {
-        md += &format!(
-            "\nBare round trip to the TA (`teectl ping --count 200`, one session): {}\n",
-            p.out.trim()
-        );
-    }
-    md += "\n## RPMB traffic per operation (counted by the supplicant at the rpmb-sim device)\n\n\
-           Each `teectl` command in a fresh process. The TA keeps its state cached between \
-           sessions, so once a boot has read it, seal and unseal cost no RPMB traffic.\n\n\
-           | operation | authenticated write requests | frames to the device | frames from the device |\n\
-           |---|---|---|---|\n";
-    for l in lines.iter().filter(|l| l.starts_with("HAKEYS-RPMB ")) {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        let get = |k: &str| w.iter().find_map(|x| x.strip_prefix(k)).unwrap_or("?");
-        if let Some(op) = w.get(1) {
-            md += &format!(
-                "| {op} | {} | {} | {} |\n",
-                get("writes="),
-                get("frames_in="),
-                get("frames_out=")
-            );
-        }
-    }
-    let ta = fs::metadata(qdir().join("out/ta").join(format!(
-            "{}.ta",
-            fs::read_to_string(root().join("proto/uuid.txt"))
-                .unwrap_or_default()
-                .trim()
-        )))
-    .map(|m| m.len())
-    .unwrap_or(0);
-    md += &format!(
-        "\n## The TA\n\n- signed TA size: {ta} bytes\n- stack 64 KiB, heap 128 KiB (ta/build.rs)\n"
-    );
-    let path = root().join("docs/BENCHMARKS-qemu.md");
-    fs::write(&path, md).map_err(|e| e.to_string())?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
-}
-
-fn missing_reason(r: &HashMap<String, Step>, key: &str) -> String {
-    if key.starts_with("pkcs11") {
-        for s in [
-            "p11-init-token",
-            "p11-init-pin",
-            "p11-keygen",
-            "p11-encrypt",
-            "p11-decrypt",
-        ] {
-            if let Some(st) = r.get(s) {
-                if st.rc != 0 {
-                    return format!("{s} failed: {}", st.err.replace('|', "/"));
-                }
-            }
-        }
-    }
-    "no figure reported".into()
 }
