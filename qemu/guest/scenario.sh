@@ -71,6 +71,29 @@ boot2)
   kill $TEED
   sed 's/^/HAKEYS: teed | /' /run/teed.log | head -40
   ;;
+boot3)
+  # The unlock step opens the volume but never runs `teectl boot-done` (it
+  # crashed, or timed out): teed must end the boot phase itself before it
+  # serves anyone, so boot/ is refused from then on.
+  mkdir -p /blobs
+  tar -xf "$(disk blobs)" -C /blobs
+  r boot3-status-before "" teectl status --json
+  teectl unseal < /blobs/luks.blob | cryptsetup open "$LUKS" data --key-file - 2>/tmp/err.luks
+  echo "HAKEYS-RESULT boot3-luks-open rc=$? err=$(head -c 300 /tmp/err.luks | tr '\n' ' ')"
+  r boot3-luks-close "" cryptsetup close data
+  mkdir -p /run/hakeys
+  teed --backend tee --socket /run/hakeys/teed.sock --policy /etc/hakeys/policy.toml > /run/teed.log 2>&1 &
+  TEED=$!
+  # teed binds its socket only after the boot phase is over.
+  i=0; while [ ! -S /run/hakeys/teed.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  r boot3-teed-ended-boot-phase "" grep -c "the boot phase was still open" /run/teed.log
+  r boot3-status-after-teed "" teectl status --json
+  r boot3-unseal-luks /blobs/luks.blob teectl unseal
+  r boot3-daemon-unseal-luks-as-ha /blobs/luks.blob /usr/lib/hakeys-test/setpriv --reuid 8123 --regid 8123 --clear-groups teectl unseal
+  h boot3-unseal-secret /blobs/secret.blob teectl unseal
+  kill $TEED
+  sed 's/^/HAKEYS: teed | /' /run/teed.log | head -20
+  ;;
 bench)
   N=${BENCH_N:-30}
   c init "" teectl init

@@ -8,7 +8,9 @@
 //!           rotate, retire; power off;
 //!   boot 2: the secret unseals; the unsealed key opens the LUKS volume;
 //!           boot-done locks it; a tampered and a retired blob are refused;
-//!   boot 3: a reduced OP-TEE xtest selection with our supplicant.
+//!   boot 3: the unlock step opens the volume but never calls boot-done;
+//!           teed ends the boot phase itself before serving: boot/ refused;
+//!   then a reduced OP-TEE xtest selection with our supplicant (own board).
 //! `cargo xtask qemu-shell`: the same image, interactive.
 //! `cargo xtask qemu-bench`: figures for docs/BENCHMARKS-qemu.md.
 
@@ -358,6 +360,21 @@ impl Checks {
             }
         }
     }
+    /// `name` exited with `rc` and its stderr contains `err`.
+    fn expect_err(&mut self, r: &HashMap<String, Step>, name: &str, rc: i32, err: &str) {
+        if let Some(s) = self.step(r, name) {
+            if s.rc == rc && s.err.contains(err) {
+                self.passed += 1;
+                eprintln!("  ok   {name} (exit {rc}: {})", s.err.trim());
+            } else {
+                self.failures.push(format!(
+                    "{name}: exit {} (want {rc}), stderr {:?} (want {err:?} in it)",
+                    s.rc, s.err
+                ));
+                eprintln!("  FAIL {name}");
+            }
+        }
+    }
     fn expect_sha(&mut self, r: &HashMap<String, Step>, name: &str, plaintext: &[u8]) {
         let want = sha256_hex(plaintext);
         if let Some(s) = self.step(r, name) {
@@ -484,6 +501,26 @@ pub fn test(xtests: &[&str]) -> Result {
             );
         }
     }
+
+    // Boot 3: the unlock step never runs `boot-done`; teed, when it starts,
+    // must end the boot phase before it serves anyone.
+    let r3 = results(&board.boot(
+        "boot3",
+        "hakeys.mode=scenario hakeys.step=boot3",
+        Duration::from_secs(600),
+    )?);
+    checks.expect(&r3, "boot3-status-before", 0, Some("\"boot_locked\":false"));
+    checks.expect(&r3, "boot3-luks-open", 0, None);
+    checks.expect(&r3, "boot3-teed-ended-boot-phase", 0, Some("1"));
+    checks.expect(
+        &r3,
+        "boot3-status-after-teed",
+        0,
+        Some("\"boot_locked\":true"),
+    );
+    checks.expect_err(&r3, "boot3-unseal-luks", 4, "locked until the next boot");
+    checks.expect(&r3, "boot3-daemon-unseal-luks-as-ha", 4, None);
+    checks.expect_sha(&r3, "boot3-unseal-secret", b"the-secret");
 
     if !xtests.is_empty() {
         let xboard = Board::fresh("xtest")?;
