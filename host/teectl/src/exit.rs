@@ -30,6 +30,29 @@ pub const STORAGE: i32 = 6;
 /// The backend is unavailable: no TEE device, state directory unusable,
 /// the engine busy past the wait.
 pub const UNAVAILABLE: i32 = 7;
+/// An output file or directory already exists (and no `--force`), or could
+/// not be written; nothing was written.
+pub const OUTPUT: i32 = 8;
+
+/// The exit codes, for `teectl --help` (the README has the same table).
+pub const HELP: &str = "\
+Exit codes:
+  0  success
+  1  internal error (a bug, or a protocol mismatch with the key engine)
+  2  usage or bad input (unknown flag, invalid namespace, empty or over-long
+     secret, impossible epoch, bad hex, unreadable input file, a key file
+     or recovery code that is not a P-256 private key, a mistyped code)
+  3  the device is not initialised (teectl init)
+  4  refused by policy: boot/ after boot-done, retired epoch (also in an
+     escrow), another namespace, reseal of boot/ without --allow-boot,
+     escrow to another recovery key than the enrolled one
+  5  rejected: blob, evidence or escrow tampered, truncated, or for another
+     device or key (also: an escrow made for another recovery key)
+  6  secure storage failed or failed its integrity check; the state of an
+     initialised device is lost
+  7  backend unavailable: no TEE, state directory unusable, device busy
+  8  an output file or directory exists (no --force) or cannot be written;
+     nothing was written";
 
 /// The exit code for a status reported by the engine.
 pub fn for_status(s: Status) -> i32 {

@@ -18,13 +18,15 @@ use teed_protocol::{Code, StatusAnswer};
 use zeroize::Zeroizing;
 
 mod exit;
+mod recovery;
 mod secrets;
 
 #[derive(Parser)]
 #[command(
     name = "teectl",
     version,
-    about = "Hardware-backed secrets for Home Assistant OS boards"
+    about = "Hardware-backed secrets for Home Assistant OS boards",
+    after_help = exit::HELP
 )]
 struct Cli {
     /// Which key engine to use: the TEE (default when /dev/tee0 exists) or
@@ -135,6 +137,17 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         count: u32,
     },
+    /// Seal blobs to another board: the engine opens each one and seals it
+    /// to NEW.pem; the secret never leaves the engine.
+    Reseal(recovery::ResealArgs),
+    /// Make a recovery key (on any machine; no TEE needed).
+    RecoveryKey(recovery::RecoveryKeyArgs),
+    /// Export this device's keys sealed to a recovery key, as one line
+    /// (hakeys-escrow:v1:...); the first escrow enrols that recovery key.
+    Escrow(recovery::EscrowArgs),
+    /// Open blobs of a dead board with its escrow and the recovery key (on
+    /// any machine; no TEE): seal them to a new board, or print them.
+    Recover(recovery::RecoverArgs),
     /// Home Assistant's secrets.yaml sealed at rest: import, render, set,
     /// check (docs/home-assistant.md).
     Secrets(secrets::SecretsArgs),
@@ -250,6 +263,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 )),
             };
         }
+        Command::RecoveryKey(args) => return recovery::recovery_key(args),
+        Command::Recover(args) => return recovery::recover(args),
         Command::Secrets(args) => {
             let choice = secrets::EngineChoice {
                 backend: cli.backend.map(|b| match b {
@@ -284,9 +299,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 
 /// Said with every report of lost or damaged state.
 const LOST_STATE_HINT: &str = "the device's key state is lost or damaged and no new key was made; \
-recover by restoring the state from a backup or escrow, or, as a last resort, run \
-`teectl init --new-identity --yes-destroy-every-sealed-secret`, \
-which makes a new identity and leaves every secret sealed so far unopenable for good";
+recover by restoring the state from a backup if you have one; or, if you exported an escrow, run \
+`teectl init --new-identity --yes-destroy-every-sealed-secret` and move the secrets to the new \
+identity with `teectl recover` (README, \"If your board dies\"); without either, that new \
+identity leaves every secret sealed so far unopenable for good";
 
 /// Add [`LOST_STATE_HINT`] to a failure that reports lost or damaged state
 /// (except to the one command that makes a new identity).
@@ -340,7 +356,7 @@ fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
             } else {
                 format!("already initialised (epoch {}); nothing changed\n", r.epoch)
             };
-            write_stdout(msg.as_bytes())
+            write_stdout((msg + &recovery::init_advice(c)).as_bytes())
         }
         Command::Status { json } => {
             let s = c.status()?;
@@ -441,7 +457,13 @@ fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
                 .as_bytes(),
             )
         }
-        Command::Seal { to: Some(_), .. } | Command::Verify { .. } | Command::Secrets(_) => Ok(()),
+        Command::Reseal(args) => recovery::reseal(c, args),
+        Command::Escrow(args) => recovery::escrow(c, args),
+        Command::Seal { to: Some(_), .. }
+        | Command::Verify { .. }
+        | Command::RecoveryKey(_)
+        | Command::Recover(_)
+        | Command::Secrets(_) => Ok(()),
     }
 }
 
