@@ -8,13 +8,22 @@
 //! The server (`server.rs`) only reads lines, calls this and writes what it
 //! returns.
 //!
-//! The rules, in the order they are applied:
-//! 1. the caller's request rate (token bucket per uid);
+//! The caller is data: uid, gid, pid and where it runs (the host, a named
+//! Docker container, a container teed could not name, or unknown), found
+//! by the identity layer (`identity/`) before anything here runs.
+//!
+//! At the door, [`admit`] gives a new connection a slot, or not: at most
+//! `max_connections` in all, `max_connections_per_caller` per caller, and
+//! `max_unnamed_connections` for all callers no rule names together.
+//!
+//! The rules for each request, in the order they are applied:
+//! 1. the caller's request rate (token bucket per caller);
 //! 2. the line must decode strictly (`teed_protocol::decode_request`);
 //! 3. for `unseal`, the caller must not be backing off after failed
 //!    unseals;
 //! 4. `boot/` namespaces are never served, whatever the policy says;
-//! 5. the policy must grant this uid/gid this operation on this namespace
+//! 5. the policy must grant this caller (its uid and gid, its container's
+//!    name) this operation on this namespace
 //!    (for `unseal`, the namespace in the blob's header, which the engine
 //!    then checks against the authenticated one);
 //! 6. the engine answers.
@@ -31,16 +40,94 @@ use teed_protocol::{self as protocol, Code, Op, Request, StatusAnswer};
 use zeroize::Zeroizing;
 
 use crate::engine::{Answer, Failure, Job};
-use crate::limits::{Callers, Refusal};
-use crate::policy::{Caller, Policy};
+use crate::identity::cgroup::ContainerId;
+use crate::limits::{CallerKey, Callers, Refusal};
+use crate::policy::{Policy, Who};
 
-/// The kernel's identification of the process at the other end of a
-/// connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where the process at the other end of a connection runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Outside any container: identified by uid and gid.
+    Host,
+    /// In a Docker container; `name` is `None` if the container runtime
+    /// could not name it (then only uid and gid rules can match).
+    Container {
+        id: ContainerId,
+        name: Option<String>,
+    },
+    /// teed could not tell (the caller exited before it could be
+    /// identified, its cgroups disagree): only uid and gid rules can match.
+    Unknown,
+}
+
+/// Who is at the other end of a connection: the kernel's uid, gid and pid,
+/// and where the process runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: i32,
+    pub origin: Origin,
+}
+
+impl Peer {
+    /// A process outside containers.
+    pub fn host(uid: u32, gid: u32, pid: i32) -> Peer {
+        Peer {
+            uid,
+            gid,
+            pid,
+            origin: Origin::Host,
+        }
+    }
+
+    /// The container's name, if it runs in one that has a name.
+    pub fn container_name(&self) -> Option<&str> {
+        match &self.origin {
+            Origin::Container { name, .. } => name.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The caller as the policy sees it.
+    pub fn who(&self) -> Who<'_> {
+        Who {
+            uid: self.uid,
+            gid: self.gid,
+            container: self.container_name(),
+        }
+    }
+
+    /// Whose limits its requests count against.
+    pub fn key(&self) -> CallerKey {
+        match &self.origin {
+            Origin::Container {
+                name: Some(name), ..
+            } => CallerKey::Container(name.clone()),
+            Origin::Container { id, name: None } => CallerKey::UnnamedContainer(id.clone()),
+            Origin::Host | Origin::Unknown => CallerKey::Uid(self.uid),
+        }
+    }
+
+    /// The caller in one phrase, for a `denied` message.
+    fn describe(&self) -> String {
+        match &self.origin {
+            Origin::Host => format!("uid {} gid {}", self.uid, self.gid),
+            Origin::Container {
+                name: Some(name), ..
+            } => format!("container {name} (uid {} gid {})", self.uid, self.gid),
+            Origin::Container { id, name: None } => format!(
+                "container {} whose name teed could not read (uid {} gid {})",
+                id.short(),
+                self.uid,
+                self.gid
+            ),
+            Origin::Unknown => format!(
+                "uid {} gid {} (whose container teed could not tell)",
+                self.uid, self.gid
+            ),
+        }
+    }
 }
 
 /// The key engine as the decision sees it.
@@ -78,15 +165,28 @@ impl Audit {
         Audit::new(None, None, code)
     }
 
-    /// The audit line, exactly as `docs/daemon.md` specifies it.
-    pub fn line(&self, peer: Peer) -> String {
+    /// The audit line, exactly as `docs/daemon.md` specifies it: the
+    /// fields of old, then, for a caller in a container, its name (`-` if
+    /// it could not be read) and short id; `container=?` if teed could not
+    /// tell where the caller runs. Container names are Docker's
+    /// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`): no spaces, no `=`.
+    pub fn line(&self, peer: &Peer) -> String {
         let suppressed = if self.suppressed > 0 {
             format!(" suppressed={}", self.suppressed)
         } else {
             String::new()
         };
+        let place = match &peer.origin {
+            Origin::Host => String::new(),
+            Origin::Container { id, name } => format!(
+                " container={} cid={}",
+                name.as_deref().unwrap_or("-"),
+                id.short()
+            ),
+            Origin::Unknown => " container=?".into(),
+        };
         format!(
-            "audit uid={} gid={} pid={} op={} ns={} result={}{suppressed}",
+            "audit uid={} gid={} pid={} op={} ns={} result={}{suppressed}{place}",
             peer.uid,
             peer.gid,
             peer.pid,
@@ -135,12 +235,43 @@ pub fn version_string(v: u32) -> String {
 
 type Outcome = Result<Zeroizing<Vec<u8>>, (Code, String)>;
 
+/// A connection let in: whose slot it holds. Give it back with
+/// [`release`] when the connection ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    pub key: CallerKey,
+    /// Some rule named the caller when it was let in.
+    pub named: bool,
+}
+
+/// Let a new connection from `peer` in, or say why not (`busy`: the daemon,
+/// or the pool of callers no rule names, is full; `rate_limited`: this
+/// caller holds its maximum).
+pub fn admit(
+    peer: &Peer,
+    now: Instant,
+    policy: &Policy,
+    callers: &Mutex<Callers>,
+) -> Result<Admission, Refusal> {
+    let a = Admission {
+        key: peer.key(),
+        named: policy.names(peer.who()),
+    };
+    lock(callers).open_connection(&a.key, a.named, now, &policy.limits)?;
+    Ok(a)
+}
+
+/// A connection let in by [`admit`] ended.
+pub fn release(a: &Admission, now: Instant, callers: &Mutex<Callers>) {
+    lock(callers).close_connection(&a.key, a.named, now);
+}
+
 /// Decide one request line (without its `\n`) from `peer`, received at
-/// `now`. `callers` is the per-uid limits state, locked only briefly
+/// `now`. `callers` is the per-caller limits state, locked only briefly
 /// (never across the engine call).
 pub fn decide(
     engine: &impl Engine,
-    peer: Peer,
+    peer: &Peer,
     line: &[u8],
     now: Instant,
     policy: &Policy,
@@ -157,12 +288,13 @@ pub fn decide(
         .ok()
         .and_then(|r| r.namespace())
         .map(str::to_owned);
+    let key = peer.key();
     let refuse = |wait: Duration, message: &str| {
-        let logged = lock(callers).log_limited(peer.uid, now, limits);
+        let logged = lock(callers).log_limited(&key, now, limits);
         limited(op, ns.clone(), wait, message, logged)
     };
     // (Each lock is taken and released in its own statement.)
-    let token = lock(callers).take_token(peer.uid, now, limits);
+    let token = lock(callers).take_token(&key, now, limits);
     if let Err(Refusal::RateLimited(wait)) = token {
         return refuse(wait, "too many requests; slow down");
     }
@@ -170,7 +302,7 @@ pub fn decide(
         Ok(r) => r,
         Err(e) => {
             if e.op == Some(Op::Unseal) && is_caller_failure(e.code) {
-                lock(callers).record_unseal(peer.uid, now, true, limits);
+                lock(callers).record_unseal(&key, now, true, limits);
             }
             return Decision {
                 answer: protocol::encode_error(e.code, &e.message, None),
@@ -179,22 +311,18 @@ pub fn decide(
         }
     };
     if op == Some(Op::Unseal) {
-        let allowed = lock(callers).unseal_allowed(peer.uid, now, limits);
+        let allowed = lock(callers).unseal_allowed(&key, now, limits);
         if let Err(Refusal::RateLimited(wait)) = allowed {
             return refuse(wait, "too many failed unseals; wait before trying again");
         }
     }
-    let caller = Caller {
-        uid: peer.uid,
-        gid: peer.gid,
-    };
-    let outcome = execute(engine, policy, caller, req);
+    let outcome = execute(engine, policy, peer, req);
     let code = match &outcome {
         Ok(_) => Code::OK,
         Err((c, _)) => *c,
     };
     if op == Some(Op::Unseal) {
-        lock(callers).record_unseal(peer.uid, now, is_caller_failure(code), limits);
+        lock(callers).record_unseal(&key, now, is_caller_failure(code), limits);
     }
     let answer = match outcome {
         Ok(r) => r,
@@ -235,20 +363,19 @@ pub fn refusal(r: Refusal) -> (Code, &'static str) {
         ),
         Refusal::TooManyConnections => (
             Code::RateLimited,
-            "too many connections from this uid; close some and retry",
+            "too many connections from this caller; close some and retry",
         ),
         Refusal::RateLimited(_) => (Code::RateLimited, "too many requests; slow down"),
     }
 }
 
-fn denied(caller: Caller, op: Op, ns: Option<&str>) -> (Code, String) {
+fn denied(caller: &Peer, op: Op, ns: Option<&str>) -> (Code, String) {
     let on = ns.map(|n| format!(" on namespace {n}")).unwrap_or_default();
     (
         Code::Denied,
         format!(
-            "denied: the policy does not grant uid {} gid {} `{}`{on}",
-            caller.uid,
-            caller.gid,
+            "denied: the policy does not grant {} `{}`{on}",
+            caller.describe(),
             op.name()
         ),
     )
@@ -264,17 +391,17 @@ fn boot_refused() -> (Code, String) {
 
 /// The run-time rule for a namespaced operation: never `boot/`, then
 /// whatever the policy grants this caller.
-fn authorize(policy: &Policy, caller: Caller, op: Op, ns: &str) -> Result<(), (Code, String)> {
+fn authorize(policy: &Policy, caller: &Peer, op: Op, ns: &str) -> Result<(), (Code, String)> {
     if namespace::is_boot(ns) {
         return Err(boot_refused());
     }
-    if !policy.allows(caller, op, Some(ns)) {
+    if !policy.allows(caller.who(), op, Some(ns)) {
         return Err(denied(caller, op, Some(ns)));
     }
     Ok(())
 }
 
-fn execute(engine: &impl Engine, policy: &Policy, caller: Caller, req: Request) -> Outcome {
+fn execute(engine: &impl Engine, policy: &Policy, caller: &Peer, req: Request) -> Outcome {
     let unexpected = || {
         (
             Code::Engine(Status::Internal),
@@ -284,7 +411,7 @@ fn execute(engine: &impl Engine, policy: &Policy, caller: Caller, req: Request) 
     let call = |job: Job| engine.call(job).map_err(|f| (f.code, f.message));
     match req {
         Request::Status => {
-            if !policy.allows(caller, Op::Status, None) {
+            if !policy.allows(caller.who(), Op::Status, None) {
                 return Err(denied(caller, Op::Status, None));
             }
             match call(Job::Status)? {
@@ -300,7 +427,7 @@ fn execute(engine: &impl Engine, policy: &Policy, caller: Caller, req: Request) 
             }
         }
         Request::Pubkey => {
-            if !policy.allows(caller, Op::Pubkey, None) {
+            if !policy.allows(caller.who(), Op::Pubkey, None) {
                 return Err(denied(caller, Op::Pubkey, None));
             }
             match call(Job::Pubkey)? {

@@ -1,24 +1,40 @@
-//! Per-caller limits, keyed by uid: open connections, a token bucket for
-//! requests, and failed unseals (exponential back-off after a few free
-//! failures, then a lockout). One table for all, bounded in size; every
-//! method takes the current time so the logic is tested without sleeping.
+//! Per-caller limits: open connections, a token bucket for requests, and
+//! failed unseals (exponential back-off after a few free failures, then a
+//! lockout). A caller is a container (by name) or, outside containers, a
+//! uid ([`CallerKey`]). Callers that no policy rule names share a small pool
+//! of connections, so they can never take the slots of those it serves.
+//! One table for all, bounded in size; every method takes the current time
+//! so the logic is tested without sleeping.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::identity::cgroup::ContainerId;
 use crate::policy::Limits;
 
-/// The most callers tracked at once. Only root can create uids, so the
-/// table fills only on a system with that many distinct callers; then idle,
-/// clean entries are forgotten first.
+/// The most callers tracked at once. Only root can create uids and
+/// containers, so the table fills only on a system with that many distinct
+/// callers; then idle, clean entries are forgotten first.
 pub const MAX_TRACKED_CALLERS: usize = 4096;
+
+/// Whose limits a request counts against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CallerKey {
+    /// A process outside containers (or one teed could not place): its uid.
+    Uid(u32),
+    /// A process in the container with this name (a recreated container
+    /// keeps its limits, and its back-off).
+    Container(String),
+    /// A process in a container whose name could not be read.
+    UnnamedContainer(ContainerId),
+}
 
 /// Why a caller was turned away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// The daemon holds its maximum of connections.
     Busy,
-    /// This uid holds its maximum of connections.
+    /// This caller holds its maximum of connections.
     TooManyConnections,
     /// Over the request rate, or backing off or locked out after failed
     /// unseals: retry after this long.
@@ -64,9 +80,11 @@ impl CallerState {
 /// The per-caller table.
 #[derive(Debug)]
 pub struct Callers {
-    map: HashMap<u32, CallerState>,
+    map: HashMap<CallerKey, CallerState>,
     cap: usize,
     connections: usize,
+    /// Of which, from callers no rule names.
+    unnamed: usize,
 }
 
 impl Default for Callers {
@@ -82,6 +100,7 @@ impl Callers {
             map: HashMap::new(),
             cap: cap.max(crate::policy::MAX_CONNECTIONS_CAP + 1),
             connections: 0,
+            unnamed: 0,
         }
     }
 
@@ -100,13 +119,18 @@ impl Callers {
         self.connections
     }
 
-    fn entry(&mut self, uid: u32, now: Instant, limits: &Limits) -> &mut CallerState {
-        if !self.map.contains_key(&uid) && self.map.len() >= self.cap {
+    /// Connections open from callers no rule names.
+    pub fn unnamed_connections(&self) -> usize {
+        self.unnamed
+    }
+
+    fn entry(&mut self, key: &CallerKey, now: Instant, limits: &Limits) -> &mut CallerState {
+        if !self.map.contains_key(key) && self.map.len() >= self.cap {
             self.evict(now);
         }
         let e = self
             .map
-            .entry(uid)
+            .entry(key.clone())
             .or_insert_with(|| CallerState::new(now, limits));
         e.seen = now;
         e
@@ -126,43 +150,59 @@ impl Callers {
                     .filter(|(_, s)| s.connections == 0)
                     .min_by_key(|(_, s)| s.seen)
             })
-            .map(|(uid, _)| *uid);
-        if let Some(uid) = victim {
-            self.map.remove(&uid);
+            .map(|(key, _)| key.clone());
+        if let Some(key) = victim {
+            self.map.remove(&key);
         }
     }
 
-    /// Admit a new connection from `uid`, or say why not.
+    /// Admit a new connection from `key` (`named`: some policy rule names
+    /// this caller), or say why not. Callers no rule names all share
+    /// `max_unnamed_connections` slots; the others are theirs.
     pub fn open_connection(
         &mut self,
-        uid: u32,
+        key: &CallerKey,
+        named: bool,
         now: Instant,
         limits: &Limits,
     ) -> Result<(), Refusal> {
-        if self.connections >= limits.max_connections {
+        if self.connections >= limits.max_connections
+            || (!named && self.unnamed >= limits.max_unnamed_connections)
+        {
             return Err(Refusal::Busy);
         }
-        let e = self.entry(uid, now, limits);
-        if e.connections >= limits.max_connections_per_uid {
+        let e = self.entry(key, now, limits);
+        if e.connections >= limits.max_connections_per_caller {
             return Err(Refusal::TooManyConnections);
         }
         e.connections += 1;
         self.connections += 1;
+        if !named {
+            self.unnamed += 1;
+        }
         Ok(())
     }
 
-    /// A connection from `uid` closed.
-    pub fn close_connection(&mut self, uid: u32, now: Instant) {
-        if let Some(e) = self.map.get_mut(&uid) {
+    /// A connection from `key` closed (`named` as when it was opened).
+    pub fn close_connection(&mut self, key: &CallerKey, named: bool, now: Instant) {
+        if let Some(e) = self.map.get_mut(key) {
             e.connections = e.connections.saturating_sub(1);
             e.seen = now;
         }
         self.connections = self.connections.saturating_sub(1);
+        if !named {
+            self.unnamed = self.unnamed.saturating_sub(1);
+        }
     }
 
-    /// Take one request token for `uid`, or say how long until one is there.
-    pub fn take_token(&mut self, uid: u32, now: Instant, limits: &Limits) -> Result<(), Refusal> {
-        let e = self.entry(uid, now, limits);
+    /// Take one request token for `key`, or say how long until one is there.
+    pub fn take_token(
+        &mut self,
+        key: &CallerKey,
+        now: Instant,
+        limits: &Limits,
+    ) -> Result<(), Refusal> {
+        let e = self.entry(key, now, limits);
         let burst = f64::from(limits.burst);
         let elapsed = now.saturating_duration_since(e.refilled).as_secs_f64();
         e.tokens = (e.tokens + elapsed * limits.requests_per_second).min(burst);
@@ -178,14 +218,14 @@ impl Callers {
         }
     }
 
-    /// May `uid` try an unseal now (not backing off, not locked out)?
+    /// May `key` try an unseal now (not backing off, not locked out)?
     pub fn unseal_allowed(
         &mut self,
-        uid: u32,
+        key: &CallerKey,
         now: Instant,
         limits: &Limits,
     ) -> Result<(), Refusal> {
-        let e = self.entry(uid, now, limits);
+        let e = self.entry(key, now, limits);
         match e.blocked_until {
             Some(until) if until > now => Err(Refusal::RateLimited(until - now)),
             _ => Ok(()),
@@ -193,8 +233,8 @@ impl Callers {
     }
 
     /// Record the outcome of an unseal that was the caller's doing.
-    pub fn record_unseal(&mut self, uid: u32, now: Instant, failed: bool, limits: &Limits) {
-        let e = self.entry(uid, now, limits);
+    pub fn record_unseal(&mut self, key: &CallerKey, now: Instant, failed: bool, limits: &Limits) {
+        let e = self.entry(key, now, limits);
         if !failed {
             // Success does not forgive earlier failures (a caller with one
             // good blob could otherwise interleave it to keep guessing).
@@ -224,8 +264,8 @@ impl Callers {
     /// Should this rate-limited request be written to the audit log? Yes for
     /// the first in each second per caller, with the count of those skipped
     /// since; the rest are only counted.
-    pub fn log_limited(&mut self, uid: u32, now: Instant, limits: &Limits) -> Option<u64> {
-        let e = self.entry(uid, now, limits);
+    pub fn log_limited(&mut self, key: &CallerKey, now: Instant, limits: &Limits) -> Option<u64> {
+        let e = self.entry(key, now, limits);
         match e.last_limited_log {
             Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {
                 e.suppressed = e.suppressed.saturating_add(1);
@@ -243,12 +283,17 @@ impl Callers {
 mod tests {
     use super::*;
 
+    fn k(uid: u32) -> CallerKey {
+        CallerKey::Uid(uid)
+    }
+
     fn limits() -> Limits {
         Limits {
             requests_per_second: 10.0,
             burst: 5,
             max_connections: 4,
-            max_connections_per_uid: 2,
+            max_connections_per_caller: 2,
+            max_unnamed_connections: 1,
             failed_unseals_free: 2,
             failed_unseal_backoff: Duration::from_millis(100),
             failed_unseals_lockout: 6,
@@ -263,18 +308,90 @@ mod tests {
         let l = limits();
         let now = Instant::now();
         let mut c = Callers::default();
-        assert_eq!(c.open_connection(1, now, &l), Ok(()));
-        assert_eq!(c.open_connection(1, now, &l), Ok(()));
+        assert_eq!(c.open_connection(&k(1), true, now, &l), Ok(()));
+        assert_eq!(c.open_connection(&k(1), true, now, &l), Ok(()));
         assert_eq!(
-            c.open_connection(1, now, &l),
+            c.open_connection(&k(1), true, now, &l),
             Err(Refusal::TooManyConnections)
         );
-        assert_eq!(c.open_connection(2, now, &l), Ok(()));
-        assert_eq!(c.open_connection(3, now, &l), Ok(()));
-        assert_eq!(c.open_connection(4, now, &l), Err(Refusal::Busy));
-        c.close_connection(1, now);
+        assert_eq!(c.open_connection(&k(2), true, now, &l), Ok(()));
+        assert_eq!(c.open_connection(&k(3), true, now, &l), Ok(()));
+        assert_eq!(c.open_connection(&k(4), true, now, &l), Err(Refusal::Busy));
+        c.close_connection(&k(1), true, now);
         assert_eq!(c.connections(), 3);
-        assert_eq!(c.open_connection(4, now, &l), Ok(()));
+        assert_eq!(c.open_connection(&k(4), true, now, &l), Ok(()));
+    }
+
+    #[test]
+    fn callers_no_rule_names_share_a_small_pool() {
+        let l = limits(); // 4 in all, 2 per caller, 1 for the unnamed
+        let now = Instant::now();
+        let mut c = Callers::default();
+        let stranger = CallerKey::Container("quirky_turing".into());
+        let ha = CallerKey::Container("homeassistant".into());
+        assert_eq!(c.open_connection(&stranger, false, now, &l), Ok(()));
+        // Another unnamed caller (a host uid, a nameless container) finds
+        // the pool full.
+        for other in [
+            k(4242),
+            CallerKey::UnnamedContainer(ContainerId::parse(&"ab".repeat(32)).unwrap()),
+            stranger.clone(),
+        ] {
+            assert_eq!(
+                c.open_connection(&other, false, now, &l),
+                Err(Refusal::Busy)
+            );
+        }
+        assert_eq!(c.unnamed_connections(), 1);
+        // The callers the policy names still get every other slot.
+        assert_eq!(c.open_connection(&ha, true, now, &l), Ok(()));
+        assert_eq!(c.open_connection(&ha, true, now, &l), Ok(()));
+        assert_eq!(c.open_connection(&k(0), true, now, &l), Ok(()));
+        assert_eq!(c.open_connection(&k(1), true, now, &l), Err(Refusal::Busy));
+        // A freed unnamed slot goes to the next unnamed caller ...
+        c.close_connection(&stranger, false, now);
+        assert_eq!(c.unnamed_connections(), 0);
+        assert_eq!(c.open_connection(&k(4242), false, now, &l), Ok(()));
+        assert_eq!(c.unnamed_connections(), 1);
+        // ... but a slot a named caller frees is never the unnamed's.
+        c.close_connection(&ha, true, now);
+        assert_eq!(
+            c.open_connection(&k(4343), false, now, &l),
+            Err(Refusal::Busy)
+        );
+        assert_eq!(c.open_connection(&k(1), true, now, &l), Ok(()));
+        // No slot at all for the unnamed, if so configured.
+        let none = Limits {
+            max_unnamed_connections: 0,
+            ..l
+        };
+        let mut c = Callers::default();
+        assert_eq!(
+            c.open_connection(&stranger, false, now, &none),
+            Err(Refusal::Busy)
+        );
+        assert_eq!(c.open_connection(&ha, true, now, &none), Ok(()));
+    }
+
+    #[test]
+    fn containers_and_uids_are_separate_callers() {
+        let l = limits();
+        let t = Instant::now();
+        let mut c = Callers::default();
+        // Every container runs as uid 0 on HA OS: each still has its own
+        // bucket, and none shares root's.
+        for _ in 0..5 {
+            c.take_token(&CallerKey::Container("addon_flood".into()), t, &l)
+                .unwrap();
+        }
+        assert!(c
+            .take_token(&CallerKey::Container("addon_flood".into()), t, &l)
+            .is_err());
+        assert_eq!(
+            c.take_token(&CallerKey::Container("homeassistant".into()), t, &l),
+            Ok(())
+        );
+        assert_eq!(c.take_token(&k(0), t, &l), Ok(()));
     }
 
     #[test]
@@ -283,23 +400,23 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Callers::default();
         for _ in 0..5 {
-            assert_eq!(c.take_token(7, t0, &l), Ok(()));
+            assert_eq!(c.take_token(&k(7), t0, &l), Ok(()));
         }
         assert!(matches!(
-            c.take_token(7, t0, &l),
+            c.take_token(&k(7), t0, &l),
             Err(Refusal::RateLimited(_))
         ));
         // Another caller is unaffected.
-        assert_eq!(c.take_token(8, t0, &l), Ok(()));
+        assert_eq!(c.take_token(&k(8), t0, &l), Ok(()));
         // 10/s: one token after 100 ms.
         let t1 = t0 + Duration::from_millis(101);
-        assert_eq!(c.take_token(7, t1, &l), Ok(()));
-        assert!(c.take_token(7, t1, &l).is_err());
+        assert_eq!(c.take_token(&k(7), t1, &l), Ok(()));
+        assert!(c.take_token(&k(7), t1, &l).is_err());
         let t2 = t1 + Duration::from_secs(60);
         for _ in 0..5 {
-            assert_eq!(c.take_token(7, t2, &l), Ok(()));
+            assert_eq!(c.take_token(&k(7), t2, &l), Ok(()));
         }
-        assert!(c.take_token(7, t2, &l).is_err());
+        assert!(c.take_token(&k(7), t2, &l).is_err());
     }
 
     #[test]
@@ -309,37 +426,41 @@ mod tests {
         let mut c = Callers::default();
         // Two free failures.
         for _ in 0..2 {
-            c.record_unseal(1, t, true, &l);
-            assert_eq!(c.unseal_allowed(1, t, &l), Ok(()));
+            c.record_unseal(&k(1), t, true, &l);
+            assert_eq!(c.unseal_allowed(&k(1), t, &l), Ok(()));
         }
         // Third: 100 ms, fourth: 200 ms, fifth: 400 ms.
         let mut now = t;
         for backoff in [100, 200, 400] {
-            c.record_unseal(1, now, true, &l);
+            c.record_unseal(&k(1), now, true, &l);
             assert_eq!(
-                c.unseal_allowed(1, now, &l),
+                c.unseal_allowed(&k(1), now, &l),
                 Err(Refusal::RateLimited(Duration::from_millis(backoff)))
             );
             now += Duration::from_millis(backoff);
-            assert_eq!(c.unseal_allowed(1, now, &l), Ok(()));
+            assert_eq!(c.unseal_allowed(&k(1), now, &l), Ok(()));
         }
         // Success does not reset; the sixth failure locks out for 60 s.
-        c.record_unseal(1, now, false, &l);
-        c.record_unseal(1, now, true, &l);
+        c.record_unseal(&k(1), now, false, &l);
+        c.record_unseal(&k(1), now, true, &l);
         assert_eq!(
-            c.unseal_allowed(1, now, &l),
+            c.unseal_allowed(&k(1), now, &l),
             Err(Refusal::RateLimited(Duration::from_secs(60)))
         );
-        assert_eq!(c.unseal_allowed(2, now, &l), Ok(()), "others unaffected");
+        assert_eq!(
+            c.unseal_allowed(&k(2), now, &l),
+            Ok(()),
+            "others unaffected"
+        );
         now += Duration::from_secs(60);
-        assert_eq!(c.unseal_allowed(1, now, &l), Ok(()));
+        assert_eq!(c.unseal_allowed(&k(1), now, &l), Ok(()));
         // After the lockout the next failure backs off at once.
-        c.record_unseal(1, now, true, &l);
-        assert!(c.unseal_allowed(1, now, &l).is_err());
+        c.record_unseal(&k(1), now, true, &l);
+        assert!(c.unseal_allowed(&k(1), now, &l).is_err());
         // Failures older than the window are forgotten.
         let later = now + Duration::from_secs(3600);
-        c.record_unseal(1, later, true, &l);
-        assert_eq!(c.unseal_allowed(1, later, &l), Ok(()));
+        c.record_unseal(&k(1), later, true, &l);
+        assert_eq!(c.unseal_allowed(&k(1), later, &l), Ok(()));
     }
 
     #[test]
@@ -348,18 +469,18 @@ mod tests {
         let t = Instant::now();
         let mut c = Callers::new(0);
         let cap = c.cap;
-        c.open_connection(1, t, &l).unwrap();
+        c.open_connection(&k(1), true, t, &l).unwrap();
         for _ in 0..6 {
-            c.record_unseal(2, t, true, &l);
+            c.record_unseal(&k(2), t, true, &l);
         }
         for uid in 10..(10 + 3 * cap as u32) {
-            c.take_token(uid, t + Duration::from_millis(u64::from(uid)), &l)
+            c.take_token(&k(uid), t + Duration::from_millis(u64::from(uid)), &l)
                 .unwrap();
             assert!(c.len() <= cap);
         }
         // The connected caller and the locked-out caller were kept.
-        assert!(c.map.contains_key(&1));
-        assert!(c.unseal_allowed(2, t, &l).is_err());
+        assert!(c.map.contains_key(&k(1)));
+        assert!(c.unseal_allowed(&k(2), t, &l).is_err());
     }
 
     #[test]
@@ -367,9 +488,12 @@ mod tests {
         let l = limits();
         let t = Instant::now();
         let mut c = Callers::default();
-        assert_eq!(c.log_limited(1, t, &l), Some(0));
-        assert_eq!(c.log_limited(1, t, &l), None);
-        assert_eq!(c.log_limited(1, t, &l), None);
-        assert_eq!(c.log_limited(1, t + Duration::from_secs(2), &l), Some(2));
+        assert_eq!(c.log_limited(&k(1), t, &l), Some(0));
+        assert_eq!(c.log_limited(&k(1), t, &l), None);
+        assert_eq!(c.log_limited(&k(1), t, &l), None);
+        assert_eq!(
+            c.log_limited(&k(1), t + Duration::from_secs(2), &l),
+            Some(2)
+        );
     }
 }

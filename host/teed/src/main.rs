@@ -1,5 +1,6 @@
 //! `teed`: the decrypt daemon. Serves unseal, seal, pubkey and status to
-//! local callers over a Unix socket, by policy on their kernel credentials;
+//! local callers over a Unix socket, by policy on who they are (kernel
+//! credentials, and the Docker container they run in);
 //! runs in the foreground and logs to stdout. See `docs/daemon.md`.
 #![forbid(unsafe_code)]
 
@@ -11,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use hakeys_client::backend::BackendKind;
 use teed::policy::Policy;
 use teed::server::{self, Config, ServeErrorKind};
-use teed::DEFAULT_POLICY;
+use teed::{DEFAULT_DOCKER_SOCKET, DEFAULT_POLICY};
 use teed_protocol::DEFAULT_SOCKET;
 
 /// `teed`'s exit status for a failure to start (the same numbers as
@@ -51,6 +52,10 @@ struct Cli {
     /// Engine sessions to keep open (the simulator takes exactly one).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     sessions: u16,
+    /// Docker's API socket, asked for the names of callers' containers (one
+    /// read-only call: inspect by id). On a board, teed-docker-proxy's socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_DOCKER_SOCKET)]
+    docker_socket: PathBuf,
     /// Check the policy file, print a summary and exit (0: valid, 2: not).
     #[arg(long)]
     check_policy: bool,
@@ -80,6 +85,9 @@ fn main() -> ExitCode {
                     p.rule_count(),
                     p.addon_count()
                 );
+                for w in p.warnings() {
+                    eprintln!("teed: policy warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -101,6 +109,8 @@ fn main() -> ExitCode {
         state_dir: cli.state_dir,
         sessions: usize::from(cli.sessions),
         engine_timeout: Duration::from_secs(10),
+        docker_socket: cli.docker_socket,
+        docker_timeout: Duration::from_secs(2),
     };
     teed::logging::init();
     match server::run(config) {

@@ -1,11 +1,16 @@
-//! The policy file: which callers (by kernel uid and gid) may use which
-//! operations on which namespaces, and the per-caller limits. Format and
-//! shipped default in `docs/daemon.md`; an example is
-//! `systemd/teed-policy.toml`.
+//! The policy file: which callers may use which operations on which
+//! namespaces, and the per-caller limits. A rule names its callers by
+//! kernel uid and gid, by the name of the Docker container they run in, or
+//! by a Home Assistant role built from container names (Home Assistant
+//! Core, the Supervisor, an add-on). Format and shipped default in
+//! `docs/daemon.md`; the default is `systemd/teed-policy.toml`.
 //!
 //! Default deny: a caller no rule matches may do nothing. Namespaces under
 //! `boot/` are never served at run time: a policy naming one is refused at
 //! load, and the daemon refuses them whatever the policy says.
+//!
+//! Who the caller is comes from the identity layer (`identity/`): this
+//! module only compares it with the rules.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -18,22 +23,29 @@ use serde::Deserialize;
 
 use teed_protocol::Op;
 
+use crate::identity::docker::{is_container_name, MAX_NAME};
+
 /// The policy file format version this daemon reads.
 pub const POLICY_VERSION: u32 = 1;
 /// The largest policy file read.
 pub const MAX_POLICY_FILE: u64 = 1024 * 1024;
 
-/// Per-caller (per uid) limits. Every field has a default.
+/// Per-caller limits (a caller is a container, or a uid outside
+/// containers). Every field has a default.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
-    /// Token bucket: sustained requests per second per uid ...
+    /// Token bucket: sustained requests per second per caller ...
     pub requests_per_second: f64,
     /// ... and the burst above it.
     pub burst: u32,
     /// Connections open at once, all callers together.
     pub max_connections: usize,
-    /// Connections open at once per uid.
-    pub max_connections_per_uid: usize,
+    /// Connections open at once per caller.
+    pub max_connections_per_caller: usize,
+    /// Connections open at once from callers that no rule names, all of
+    /// them together: they can never take the slots of the callers the
+    /// policy serves.
+    pub max_unnamed_connections: usize,
     /// How long a connection may sit between requests.
     pub idle_timeout: Duration,
     /// How long a request may take to arrive once its first byte has, and
@@ -43,7 +55,7 @@ pub struct Limits {
     pub failed_unseals_free: u32,
     /// The first back-off; doubles with each further failure.
     pub failed_unseal_backoff: Duration,
-    /// Failed unseals (counted in one failure window) that lock the uid out.
+    /// Failed unseals (counted in one failure window) that lock the caller out.
     pub failed_unseals_lockout: u32,
     /// How long a lockout lasts.
     pub lockout: Duration,
@@ -57,7 +69,8 @@ impl Default for Limits {
             requests_per_second: 50.0,
             burst: 100,
             max_connections: 64,
-            max_connections_per_uid: 16,
+            max_connections_per_caller: 16,
+            max_unnamed_connections: 4,
             idle_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(5),
             failed_unseals_free: 5,
@@ -78,7 +91,10 @@ struct LimitsFile {
     requests_per_second: Option<u32>,
     burst: Option<u32>,
     max_connections: Option<u32>,
+    /// The name before callers could be containers; means the same.
     max_connections_per_uid: Option<u32>,
+    max_connections_per_caller: Option<u32>,
+    max_unnamed_connections: Option<u32>,
     idle_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     failed_unseals_free: Option<u32>,
@@ -93,6 +109,9 @@ struct LimitsFile {
 struct RuleFile {
     uid: Option<u32>,
     gid: Option<u32>,
+    container: Option<String>,
+    role: Option<String>,
+    addon: Option<String>,
     #[serde(default)]
     namespaces: Vec<String>,
     operations: Vec<String>,
@@ -110,6 +129,9 @@ struct PolicyFile {
     addons: BTreeMap<String, u32>,
 }
 
+/// The placeholder for the caller's add-on slug in a rule's namespaces.
+pub const SLUG: &str = "{slug}";
+
 /// A namespace pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Pattern {
@@ -120,18 +142,35 @@ enum Pattern {
 }
 
 impl Pattern {
-    fn parse(text: &str) -> Result<Pattern, String> {
+    /// `text` as a pattern; with `slug` allowed, whole segments `{slug}`
+    /// stand for the caller's add-on slug.
+    fn parse(text: &str, slug_allowed: bool) -> Result<Pattern, String> {
         let (base, p) = match text.strip_suffix("/*") {
             Some(base) => (base, Pattern::Under(base.to_string())),
             None => (text, Pattern::Exact(text.to_string())),
         };
-        if !namespace::is_valid(base) {
+        if base.contains(SLUG) {
+            if !slug_allowed {
+                return Err(format!(
+                    "namespace pattern `{text}` uses {SLUG}, which only a rule for add-ons \
+                     (`role = \"addon\"` or `addon = \"<slug>\"`) may use"
+                ));
+            }
+            if base.split('/').any(|seg| seg.contains(SLUG) && seg != SLUG) {
+                return Err(format!(
+                    "namespace pattern `{text}`: {SLUG} must be a whole segment (`addon/{SLUG}`)"
+                ));
+            }
+        }
+        // Checked with the longest slug in place.
+        let sample = base.replace(SLUG, "x");
+        if !namespace::is_valid(&sample) {
             return Err(format!(
                 "namespace pattern `{text}` is not a namespace or `namespace/*` \
                  (1-64 chars of a-z 0-9 . _ -, segments separated by /)"
             ));
         }
-        if base == "boot" || namespace::is_boot(base) {
+        if base == "boot" || namespace::is_boot(base) || base.split('/').next() == Some("boot") {
             return Err(format!(
                 "namespace pattern `{text}` is under boot/: boot secrets are never served \
                  at run time, whatever the policy says; remove it"
@@ -140,14 +179,58 @@ impl Pattern {
         Ok(p)
     }
 
-    fn matches(&self, ns: &str) -> bool {
-        match self {
-            Pattern::Exact(e) => ns == e,
-            Pattern::Under(base) => ns
-                .strip_prefix(base.as_str())
-                .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1),
+    /// Does `ns` match, with `slug` (the caller's add-on slug, if it has one)
+    /// in place of `{slug}`?
+    fn matches(&self, ns: &str, slug: Option<&str>) -> bool {
+        let (base, under) = match self {
+            Pattern::Exact(b) => (b, false),
+            Pattern::Under(b) => (b, true),
+        };
+        let base = if base.contains(SLUG) {
+            match slug {
+                Some(s) => std::borrow::Cow::Owned(base.replace(SLUG, s)),
+                None => return false,
+            }
+        } else {
+            std::borrow::Cow::Borrowed(base.as_str())
+        };
+        if under {
+            ns.strip_prefix(base.as_ref())
+                .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+        } else {
+            ns == base
         }
     }
+}
+
+/// The Home Assistant roles a rule can name (`role = "..."`).
+pub const ROLES: [&str; 3] = ["homeassistant", "supervisor", "addon"];
+
+/// The container Home Assistant Core runs in on HA OS.
+pub const CORE_CONTAINER: &str = "homeassistant";
+/// The container the Supervisor runs in on HA OS.
+pub const SUPERVISOR_CONTAINER: &str = "hassio_supervisor";
+
+/// The slug of the add-on running in `container`: `addon_<slug>` (before
+/// 2026) or `app_<slug>` (the Supervisor's name since add-ons became apps).
+/// The Supervisor's build containers (`addon_builder_<slug>`,
+/// `app_builder_<slug>`) are not add-ons.
+pub fn addon_slug(container: &str) -> Option<&str> {
+    let slug = container
+        .strip_prefix("addon_")
+        .or_else(|| container.strip_prefix("app_"))?;
+    (is_slug(slug) && !slug.starts_with("builder_")).then_some(slug)
+}
+
+/// Whom a rule names, besides uid and gid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Subject {
+    /// The container with exactly this name (`container = ...`, and the
+    /// roles `homeassistant` and `supervisor`).
+    Container(String),
+    /// Any add-on (`role = "addon"`), or the add-on with this slug
+    /// (`addon = "..."`).
+    Addon(Option<String>),
 }
 
 /// One rule: who, what, where.
@@ -155,8 +238,31 @@ impl Pattern {
 struct Rule {
     uid: Option<u32>,
     gid: Option<u32>,
+    subject: Option<Subject>,
     patterns: Vec<Pattern>,
     ops: Vec<Op>,
+}
+
+impl Rule {
+    /// Does this rule name `who`? If so, with which add-on slug for
+    /// `{slug}` (the caller's, when it is an add-on).
+    fn names<'a>(&self, who: &Who<'a>) -> Option<Option<&'a str>> {
+        if self.uid.is_some_and(|u| u != who.uid) || self.gid.is_some_and(|g| g != who.gid) {
+            return None;
+        }
+        let slug = who.container.and_then(addon_slug);
+        match &self.subject {
+            None => Some(slug),
+            Some(Subject::Container(name)) => {
+                (who.container == Some(name.as_str())).then_some(slug)
+            }
+            Some(Subject::Addon(want)) => match (slug, want) {
+                (Some(s), Some(w)) if s == w => Some(Some(s)),
+                (Some(s), None) => Some(Some(s)),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// A caller as the kernel identifies it.
@@ -166,6 +272,27 @@ pub struct Caller {
     pub gid: u32,
 }
 
+/// A caller as the policy sees it: the kernel's uid and gid, and the name of
+/// the container it runs in, if it runs in one teed could name (from the
+/// identity layer: the caller's cgroup, then the container runtime).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Who<'a> {
+    pub uid: u32,
+    pub gid: u32,
+    pub container: Option<&'a str>,
+}
+
+impl From<Caller> for Who<'static> {
+    /// A process outside containers.
+    fn from(c: Caller) -> Self {
+        Who {
+            uid: c.uid,
+            gid: c.gid,
+            container: None,
+        }
+    }
+}
+
 /// A loaded, validated policy.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -173,6 +300,7 @@ pub struct Policy {
     /// The per-caller limits.
     pub limits: Limits,
     addons: usize,
+    warnings: Vec<String>,
 }
 
 fn ms(v: Option<u64>, default: Duration, name: &str, lo: u64, hi: u64) -> Result<Duration, String> {
@@ -206,6 +334,19 @@ impl LimitsFile {
             1,
             cap,
         )?;
+        if self.max_connections_per_uid.is_some() && self.max_connections_per_caller.is_some() {
+            return Err(
+                "limits.max_connections_per_uid is the old name of limits.max_connections_per_caller: give one of them"
+                    .into(),
+            );
+        }
+        let (per_caller, per_caller_name) = match self.max_connections_per_uid {
+            Some(v) => (Some(v), "max_connections_per_uid"),
+            None => (
+                self.max_connections_per_caller,
+                "max_connections_per_caller",
+            ),
+        };
         let l = Limits {
             requests_per_second: f64::from(num(
                 self.requests_per_second,
@@ -216,12 +357,19 @@ impl LimitsFile {
             )?),
             burst: num(self.burst, d.burst, "burst", 1, 1_000_000)?,
             max_connections: max_connections as usize,
-            max_connections_per_uid: num(
-                self.max_connections_per_uid,
-                (d.max_connections_per_uid as u32).min(max_connections),
-                "max_connections_per_uid",
+            max_connections_per_caller: num(
+                per_caller,
+                (d.max_connections_per_caller as u32).min(max_connections),
+                per_caller_name,
                 1,
                 max_connections,
+            )? as usize,
+            max_unnamed_connections: num(
+                self.max_unnamed_connections,
+                (d.max_unnamed_connections as u32).min(max_connections - 1),
+                "max_unnamed_connections",
+                0,
+                max_connections - 1,
             )? as usize,
             idle_timeout: ms(
                 self.idle_timeout_ms,
@@ -314,13 +462,56 @@ impl Policy {
         }
         let limits = file.limits.resolve()?;
         let mut rules = Vec::new();
+        let mut warnings = Vec::new();
         for (i, r) in file.rules.iter().enumerate() {
             let at = format!("rule {} ([[rule]] number {} in the file)", i + 1, i + 1);
-            if r.uid.is_none() && r.gid.is_none() {
+            let named = [&r.container, &r.role, &r.addon]
+                .iter()
+                .filter(|f| f.is_some())
+                .count();
+            if r.uid.is_none() && r.gid.is_none() && named == 0 {
                 return Err(format!(
-                    "{at}: needs `uid`, `gid` or both (a rule for everyone is not allowed)"
+                    "{at}: needs `uid`, `gid`, `container`, `role` or `addon` \
+                     (a rule for everyone is not allowed)"
                 ));
             }
+            if named > 1 {
+                return Err(format!(
+                    "{at}: give at most one of `container`, `role` and `addon`"
+                ));
+            }
+            let subject = if let Some(c) = &r.container {
+                if !is_container_name(c) {
+                    return Err(format!(
+                        "{at}: container = \"{c}\" is not a Docker container name \
+                         (a-z A-Z 0-9 _ . -, starting with a letter or digit, at most {MAX_NAME} chars)"
+                    ));
+                }
+                Some(Subject::Container(c.clone()))
+            } else if let Some(role) = &r.role {
+                Some(match role.as_str() {
+                    "homeassistant" => Subject::Container(CORE_CONTAINER.into()),
+                    "supervisor" => Subject::Container(SUPERVISOR_CONTAINER.into()),
+                    "addon" => Subject::Addon(None),
+                    other => {
+                        return Err(format!(
+                            "{at}: unknown role `{other}` (roles: {})",
+                            ROLES.join(", ")
+                        ))
+                    }
+                })
+            } else if let Some(slug) = &r.addon {
+                if !is_slug(slug) || slug.starts_with("builder_") {
+                    return Err(format!(
+                        "{at}: addon = \"{slug}\" is not an add-on slug (a-z 0-9 . _ -, starting \
+                         with a letter or digit, at most 56 chars)"
+                    ));
+                }
+                Some(Subject::Addon(Some(slug.clone())))
+            } else {
+                None
+            };
+            let slug_allowed = matches!(subject, Some(Subject::Addon(_)));
             if r.operations.is_empty() {
                 return Err(format!("{at}: `operations` is empty"));
             }
@@ -336,16 +527,25 @@ impl Policy {
             let patterns = r
                 .namespaces
                 .iter()
-                .map(|p| Pattern::parse(p).map_err(|e| format!("{at}: {e}")))
+                .map(|p| Pattern::parse(p, slug_allowed).map_err(|e| format!("{at}: {e}")))
                 .collect::<Result<Vec<_>, _>>()?;
             if patterns.is_empty() && ops.iter().any(|o| matches!(o, Op::Seal | Op::Unseal)) {
                 return Err(format!(
                     "{at}: grants seal or unseal but lists no `namespaces`"
                 ));
             }
+            if subject.is_none() && (r.uid == Some(0) || r.gid == Some(0)) {
+                warnings.push(format!(
+                    "{at} names {} 0 without a container: on Home Assistant OS every container \
+                     (Home Assistant, the Supervisor, every add-on) runs as uid 0 and gid 0, so \
+                     this rule grants all of them",
+                    if r.uid == Some(0) { "uid" } else { "gid" }
+                ));
+            }
             rules.push(Rule {
                 uid: r.uid,
                 gid: r.gid,
+                subject,
                 patterns,
                 ops,
             });
@@ -362,9 +562,17 @@ impl Policy {
                     "addons.{slug} and addons.{other} both have uid {uid}: each add-on needs its own uid"
                 ));
             }
+            if *uid == 0 {
+                warnings.push(format!(
+                    "addons.{slug} = 0: on Home Assistant OS every container runs as uid 0, \
+                     so this grants addon/{slug} to all of them; name add-ons by container \
+                     (`role = \"addon\"`) instead"
+                ));
+            }
             rules.push(Rule {
                 uid: Some(*uid),
                 gid: None,
+                subject: None,
                 patterns: vec![
                     Pattern::Exact(format!("addon/{slug}")),
                     Pattern::Under(format!("addon/{slug}")),
@@ -376,6 +584,7 @@ impl Policy {
             rules,
             limits,
             addons: file.addons.len(),
+            warnings,
         })
     }
 
@@ -409,21 +618,38 @@ impl Policy {
         Policy::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    /// May `caller` do `op` (on `ns`, for seal and unseal)? Never for a
-    /// `boot/` namespace.
-    pub fn allows(&self, caller: Caller, op: Op, ns: Option<&str>) -> bool {
+    /// May `who` (a [`Caller`] outside containers, or a [`Who`]) do `op`
+    /// (on `ns`, for seal and unseal)? Never for a `boot/` namespace.
+    ///
+    /// A rule matches when every one of its `uid`, `gid` and container
+    /// conditions holds: `uid` and `gid` compare the kernel's ids, in a
+    /// container or not (so files written for uid-mapped callers keep their
+    /// meaning); `container`, `role` and `addon` need the caller's container
+    /// to have been named.
+    pub fn allows<'a>(&self, who: impl Into<Who<'a>>, op: Op, ns: Option<&str>) -> bool {
+        let who = who.into();
         if ns.is_some_and(namespace::is_boot) {
             return false;
         }
         self.rules.iter().any(|r| {
-            r.uid.is_none_or(|u| u == caller.uid)
-                && r.gid.is_none_or(|g| g == caller.gid)
-                && r.ops.contains(&op)
-                && match ns {
+            r.ops.contains(&op)
+                && r.names(&who).is_some_and(|slug| match ns {
                     None => true,
-                    Some(n) => r.patterns.iter().any(|p| p.matches(n)),
-                }
+                    Some(n) => r.patterns.iter().any(|p| p.matches(n, slug)),
+                })
         })
+    }
+
+    /// Does any rule name `who`, whatever it grants? Callers no rule names
+    /// share a small number of connection slots (`max_unnamed_connections`).
+    pub fn names<'a>(&self, who: impl Into<Who<'a>>) -> bool {
+        let who = who.into();
+        self.rules.iter().any(|r| r.names(&who).is_some())
+    }
+
+    /// What in this file is valid but probably not meant (one line each).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Rules in force (explicit rules plus one per add-on).
@@ -560,9 +786,250 @@ mod tests {
         assert_eq!(p.limits.max_connections, Limits::default().max_connections);
     }
 
+    fn in_container(name: &str) -> Who<'_> {
+        Who {
+            uid: 0,
+            gid: 0,
+            container: Some(name),
+        }
+    }
+
+    const ROOT: Caller = Caller { uid: 0, gid: 0 };
+
     #[test]
-    fn the_shipped_default_policy_loads() {
-        let text = include_str!("../../../systemd/teed-policy.toml");
+    fn rules_by_container_role_and_addon_slug() {
+        let p = policy(
+            r#"
+            version = 1
+            [[rule]]
+            container = "mqtt_bridge"
+            namespaces = ["shared/mqtt"]
+            operations = ["unseal"]
+            [[rule]]
+            role = "homeassistant"
+            namespaces = ["ha/*"]
+            operations = ["unseal", "seal"]
+            [[rule]]
+            role = "addon"
+            namespaces = ["addon/{slug}", "addon/{slug}/*"]
+            operations = ["unseal", "seal", "status"]
+            [[rule]]
+            addon = "core_mosquitto"
+            namespaces = ["shared/mqtt/*"]
+            operations = ["seal"]
+            [[rule]]
+            uid = 0
+            container = "hassio_supervisor"
+            namespaces = ["supervisor/*"]
+            operations = ["unseal"]
+            "#,
+        );
+        let bridge = in_container("mqtt_bridge");
+        assert!(p.allows(bridge, Op::Unseal, Some("shared/mqtt")));
+        assert!(!p.allows(bridge, Op::Seal, Some("shared/mqtt")));
+        assert!(!p.allows(
+            in_container("mqtt_bridge2"),
+            Op::Unseal,
+            Some("shared/mqtt")
+        ));
+        let ha = in_container("homeassistant");
+        assert!(p.allows(ha, Op::Unseal, Some("ha/core")));
+        assert!(!p.allows(ha, Op::Unseal, Some("addon/homeassistant")));
+        // Add-ons, under either container name, get their own slug only.
+        for name in ["addon_core_mosquitto", "app_core_mosquitto"] {
+            let m = in_container(name);
+            assert!(
+                p.allows(m, Op::Unseal, Some("addon/core_mosquitto")),
+                "{name}"
+            );
+            assert!(p.allows(m, Op::Seal, Some("addon/core_mosquitto/tls")));
+            assert!(p.allows(m, Op::Status, None));
+            assert!(p.allows(m, Op::Seal, Some("shared/mqtt/x")));
+            assert!(!p.allows(m, Op::Unseal, Some("addon/core_mosquitto2")));
+            assert!(!p.allows(m, Op::Unseal, Some("addon/other")));
+            assert!(!p.allows(m, Op::Unseal, Some("ha/core")));
+            assert!(!p.allows(m, Op::Pubkey, None));
+        }
+        let other = in_container("app_other");
+        assert!(p.allows(other, Op::Unseal, Some("addon/other")));
+        assert!(!p.allows(other, Op::Seal, Some("shared/mqtt/x")));
+        // Not add-ons: other containers, build containers, bad slugs, and
+        // the host's root.
+        for name in [
+            "addon_",
+            "app_",
+            "addon_Bad",
+            "app_builder_other",
+            "addon_builder_x",
+            "my_addon_x",
+            "happ_x",
+        ] {
+            let c = in_container(name);
+            assert!(!p.names(c), "{name}");
+            for op in Op::ALL {
+                assert!(!p.allows(c, op, Some("addon/other")), "{name}");
+                assert!(!p.allows(c, op, None), "{name}");
+            }
+        }
+        assert!(!p.names(ROOT));
+        assert!(!p.allows(ROOT, Op::Unseal, Some("ha/core")));
+        // uid and container together: both must hold.
+        let sup = in_container("hassio_supervisor");
+        assert!(p.allows(sup, Op::Unseal, Some("supervisor/x")));
+        let sup_1000 = Who { uid: 1000, ..sup };
+        assert!(!p.allows(sup_1000, Op::Unseal, Some("supervisor/x")));
+        assert!(p.names(sup) && !p.names(sup_1000));
+        assert!(p.names(ha) && p.names(bridge) && p.names(other));
+    }
+
+    #[test]
+    fn uid_rules_keep_their_meaning_in_and_out_of_containers() {
+        // A file written before containers were recognised: uid 8123 is
+        // Home Assistant's, wherever it runs; [addons] by uid likewise.
+        let p = policy(
+            "version = 1\n[[rule]]\nuid = 8123\nnamespaces = [\"ha/*\"]\noperations = [\"unseal\"]\n\
+             [addons]\ncore_mosquitto = 20001\n",
+        );
+        let ha_in_docker = Who {
+            uid: 8123,
+            gid: 8123,
+            container: Some("homeassistant"),
+        };
+        assert!(p.allows(ha_in_docker, Op::Unseal, Some("ha/core")));
+        assert!(p.allows(HA, Op::Unseal, Some("ha/core")));
+        let mosq = Who {
+            uid: 20001,
+            gid: 20001,
+            container: Some("addon_other"),
+        };
+        assert!(p.allows(mosq, Op::Unseal, Some("addon/core_mosquitto")));
+        assert!(!p.allows(mosq, Op::Unseal, Some("addon/other")));
+        // The container name alone grants nothing here.
+        assert!(!p.allows(in_container("homeassistant"), Op::Unseal, Some("ha/core")));
+        assert!(p.warnings().is_empty());
+    }
+
+    #[test]
+    fn bad_container_rules_are_refused_with_a_reason() {
+        for (text, want) in [
+            ("[[rule]]\ncontainer = \"a/b\"\nnamespaces = [\"x\"]\noperations = [\"unseal\"]", "container name"),
+            ("[[rule]]\ncontainer = \"\"\nnamespaces = [\"x\"]\noperations = [\"unseal\"]", "container name"),
+            ("[[rule]]\nrole = \"admin\"\nnamespaces = [\"x\"]\noperations = [\"unseal\"]", "unknown role `admin`"),
+            ("[[rule]]\naddon = \"Bad\"\nnamespaces = [\"x\"]\noperations = [\"unseal\"]", "slug"),
+            ("[[rule]]\naddon = \"builder_x\"\nnamespaces = [\"x\"]\noperations = [\"unseal\"]", "slug"),
+            ("[[rule]]\nrole = \"addon\"\naddon = \"x\"\nnamespaces = [\"x\"]\noperations = [\"unseal\"]", "at most one"),
+            ("[[rule]]\ncontainer = \"x\"\nrole = \"addon\"\nnamespaces = [\"x\"]\noperations = [\"unseal\"]", "at most one"),
+            ("[[rule]]\ncontainer = \"x\"\nnamespaces = [\"addon/{slug}\"]\noperations = [\"unseal\"]", "{slug}"),
+            ("[[rule]]\nuid = 5\nnamespaces = [\"addon/{slug}\"]\noperations = [\"unseal\"]", "{slug}"),
+            ("[[rule]]\nrole = \"addon\"\nnamespaces = [\"addon/x{slug}\"]\noperations = [\"unseal\"]", "whole segment"),
+            ("[[rule]]\nrole = \"addon\"\nnamespaces = [\"boot/{slug}\"]\noperations = [\"unseal\"]", "boot"),
+            ("[[rule]]\nrole = \"addon\"\nnamespaces = [\"Addon/{slug}\"]\noperations = [\"unseal\"]", "Addon"),
+            ("[[rule]]\nrole = \"addon\"\noperations = [\"unseal\"]", "namespaces"),
+            ("[[rule]]\nnamespaces = [\"x\"]\noperations = [\"unseal\"]", "container"),
+            ("[limits]\nmax_unnamed_connections = 64", "max_unnamed_connections"),
+            ("[limits]\nmax_connections_per_uid = 2\nmax_connections_per_caller = 2", "old name"),
+            ("[limits]\nmax_connections = 4\nmax_connections_per_caller = 5", "per_caller"),
+        ] {
+            let text = format!("version = 1\n{text}\n");
+            let e = Policy::parse(&text).map(|_| ()).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn uid_0_rules_are_valid_but_warned_about() {
+        let p = policy(
+            "version = 1\n[[rule]]\nuid = 0\nnamespaces = [\"ha/*\"]\noperations = [\"unseal\"]\n\
+             [[rule]]\nuid = 0\ncontainer = \"homeassistant\"\nnamespaces = [\"ha/*\"]\noperations = [\"seal\"]\n\
+             [addons]\nx = 0\n",
+        );
+        assert_eq!(p.warnings().len(), 2, "{:?}", p.warnings());
+        assert!(p.warnings()[0].contains("rule 1") && p.warnings()[0].contains("every container"));
+        assert!(p.warnings()[1].contains("addons.x"));
+    }
+
+    #[test]
+    fn connection_limits_per_caller_and_for_the_unnamed() {
+        let d = policy("version = 1\n").limits;
+        assert_eq!(
+            (
+                d.max_connections,
+                d.max_connections_per_caller,
+                d.max_unnamed_connections
+            ),
+            (64, 16, 4)
+        );
+        let l = policy(
+            "version = 1\n[limits]\nmax_connections_per_uid = 3\nmax_unnamed_connections = 0\n",
+        )
+        .limits;
+        assert_eq!(
+            (l.max_connections_per_caller, l.max_unnamed_connections),
+            (3, 0)
+        );
+        let l = policy("version = 1\n[limits]\nmax_connections_per_caller = 5\n").limits;
+        assert_eq!(l.max_connections_per_caller, 5);
+        // With one slot in all, none is left for unnamed callers.
+        let l = policy("version = 1\n[limits]\nmax_connections = 1\n").limits;
+        assert_eq!(
+            (l.max_connections_per_caller, l.max_unnamed_connections),
+            (1, 0)
+        );
+    }
+
+    #[test]
+    fn the_shipped_default_policy_fits_stock_ha_os() {
+        let p = policy(include_str!("../../../systemd/teed-policy.toml"));
+        assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+        let ha = in_container("homeassistant");
+        for op in [Op::Unseal, Op::Seal] {
+            assert!(p.allows(ha, op, Some("ha/core")));
+            assert!(p.allows(ha, op, Some("ha/core/x")));
+            assert!(!p.allows(ha, op, Some("addon/core_mosquitto")));
+            assert!(!p.allows(ha, op, Some("supervisor/x")));
+        }
+        assert!(p.allows(ha, Op::Pubkey, None) && p.allows(ha, Op::Status, None));
+        for name in ["addon_core_mosquitto", "app_core_mosquitto"] {
+            let a = in_container(name);
+            for op in [Op::Unseal, Op::Seal] {
+                assert!(p.allows(a, op, Some("addon/core_mosquitto")));
+                assert!(p.allows(a, op, Some("addon/core_mosquitto/db")));
+                assert!(!p.allows(a, op, Some("addon/other")));
+                assert!(!p.allows(a, op, Some("ha/core")));
+            }
+            assert!(p.allows(a, Op::Pubkey, None) && p.allows(a, Op::Status, None));
+        }
+        let sup = in_container("hassio_supervisor");
+        assert!(p.allows(sup, Op::Unseal, Some("supervisor/x")));
+        assert!(p.allows(sup, Op::Seal, Some("addon/core_mosquitto")));
+        assert!(!p.allows(sup, Op::Unseal, Some("addon/core_mosquitto")));
+        assert!(!p.allows(sup, Op::Unseal, Some("ha/core")));
+        // Nothing for other containers, root, or anyone else outside.
+        for who in [
+            in_container("quirky_turing"),
+            in_container("hassio_dns"),
+            Who::from(ROOT),
+            Who::from(Caller {
+                uid: 8123,
+                gid: 8123,
+            }),
+        ] {
+            assert!(!p.names(who), "{who:?}");
+            for op in Op::ALL {
+                assert!(!p.allows(who, op, None) && !p.allows(who, op, Some("ha/core")));
+            }
+        }
+        for who in [ha, sup, in_container("addon_boot"), Who::from(ROOT)] {
+            assert!(!p.allows(who, Op::Unseal, Some("boot/luks-data")));
+        }
+        assert_eq!(p.limits, Limits::default());
+    }
+
+    #[test]
+    fn the_previous_shipped_policy_keeps_its_meaning() {
+        // The uid-based file shipped before containers were recognised.
+        let text = include_str!("../fixtures/policy-by-uid.toml");
         let p = policy(text);
         let ha = Caller {
             uid: 8123,
@@ -581,5 +1048,20 @@ mod tests {
         ] {
             assert!(!p.allows(c, Op::Unseal, Some("boot/luks-data")));
         }
+        let sup = Caller {
+            uid: 8124,
+            gid: 8124,
+        };
+        assert!(p.allows(sup, Op::Seal, Some("addon/x")));
+        assert!(!p.allows(sup, Op::Unseal, Some("addon/x")));
+        // Its uids mean the same in a container (HA run with --user 8123).
+        let in_docker = Who {
+            container: Some("homeassistant"),
+            ..Who::from(ha)
+        };
+        assert!(p.allows(in_docker, Op::Unseal, Some("ha/core")));
+        // And a container's name grants nothing under it.
+        assert!(!p.allows(in_container("homeassistant"), Op::Unseal, Some("ha/core")));
+        assert_eq!(p.limits, Limits::default());
     }
 }

@@ -1,12 +1,16 @@
-//! The daemon proper: listens, identifies each caller by the kernel's peer
-//! credentials, frames and times out requests, applies the policy and the
-//! per-caller limits, forwards to the engine pool, and writes one audit line
-//! per request. SIGHUP reloads the policy; SIGTERM/SIGINT stop it after the
-//! requests in progress.
+//! The daemon proper: listens, identifies each caller (the identity layer:
+//! peer credentials, pidfd, cgroup, the container's name), frames and times
+//! out requests, applies the policy and the per-caller limits, forwards to
+//! the engine pool, and writes one audit line per request. SIGHUP reloads
+//! the policy; SIGTERM/SIGINT stop it after the requests in progress.
 //!
-//! Threads: the main thread accepts; one thread per connection (at most
-//! `limits.max_connections`, at most `limits.max_connections_per_uid` per
-//! uid); the engine pool's session threads; one signal thread.
+//! Threads: the main thread accepts and does the kernel's part of the
+//! identification (and the cache's); one thread per connection (at most
+//! `limits.max_connections`, `limits.max_connections_per_caller` per
+//! caller, `limits.max_unnamed_connections` for callers no rule names); a
+//! connection whose container must first be named gets its thread before
+//! that lookup (at most `identity::cache::MAX_PENDING` such at once, 2 per
+//! container); the engine pool's session threads; one signal thread.
 
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -22,9 +26,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use teed_protocol::{self as protocol, Code};
 
 use crate::activation;
-use crate::decision::{self, Audit, Decision, Peer, RETRY_AFTER_MS};
+use crate::decision::{self, Admission, Audit, Decision, Origin, Peer, RETRY_AFTER_MS};
 use crate::engine::{Answer, EnginePool, Failure, Job, Opener};
 use crate::framing::{LineReader, ReadOutcome};
+use crate::identity::{self, cache::NameCache, docker::DockerApi, Stage};
 use crate::limits::{Callers, Refusal};
 use crate::policy::Policy;
 
@@ -43,6 +48,11 @@ pub struct Config {
     pub sessions: usize,
     /// How long a request waits for the engine.
     pub engine_timeout: Duration,
+    /// Docker's API socket (or `teed-docker-proxy`'s), for the names of
+    /// callers' containers.
+    pub docker_socket: PathBuf,
+    /// How long one container lookup may take.
+    pub docker_timeout: Duration,
 }
 
 /// What kind of failure stopped the daemon from starting (`teed`'s exit
@@ -79,15 +89,6 @@ fn fail(kind: ServeErrorKind, message: impl Into<String>) -> ServeError {
     }
 }
 
-fn peer_of(stream: &UnixStream) -> std::io::Result<Peer> {
-    let c = rustix::net::sockopt::socket_peercred(stream)?;
-    Ok(Peer {
-        uid: c.uid.as_raw(),
-        gid: c.gid.as_raw(),
-        pid: c.pid.as_raw_pid(),
-    })
-}
-
 struct Shared {
     policy: RwLock<Arc<Policy>>,
     policy_path: PathBuf,
@@ -100,6 +101,10 @@ struct Shared {
     /// The socket file teed created (removed at a clean stop), with its
     /// device and inode so that a successor's socket is never removed.
     bound: Option<(PathBuf, u64, u64)>,
+    /// Containers' names by id.
+    names: Arc<NameCache>,
+    /// Identification failures logged at most once a second.
+    unidentified: Mutex<(Option<Instant>, u64)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,16 +133,35 @@ impl Shared {
         Arc::clone(&g)
     }
 
-    fn callers(&self) -> MutexGuard<'_, Callers> {
-        lock(&self.callers)
-    }
-
-    fn audit(&self, peer: Peer, a: &Audit) {
+    fn audit(&self, peer: &Peer, a: &Audit) {
         log::info!(target: "audit", "{}", a.line(peer));
     }
 
+    /// Say why a caller could not be (fully) identified: at most one line a
+    /// second, with the number of others since.
+    fn unidentified(&self, why: &str) {
+        let now = Instant::now();
+        let mut g = lock(&self.unidentified);
+        match g.0 {
+            Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {
+                g.1 = g.1.saturating_add(1);
+            }
+            _ => {
+                let more = std::mem::take(&mut g.1);
+                g.0 = Some(now);
+                drop(g);
+                let more = if more > 0 {
+                    format!(" ({more} more since the last such line)")
+                } else {
+                    String::new()
+                };
+                log::warn!("teed: caller not fully identified: {why}{more}");
+            }
+        }
+    }
+
     /// Answer one request line.
-    fn respond(&self, peer: Peer, line: &[u8]) -> Decision {
+    fn respond(&self, peer: &Peer, line: &[u8]) -> Decision {
         let engine = PoolEngine {
             pool: &self.engine,
             backend: self.backend,
@@ -162,6 +186,9 @@ impl Shared {
                     p.rule_count(),
                     p.addon_count()
                 );
+                for w in p.warnings() {
+                    log::warn!("teed: policy warning: {w}");
+                }
                 let mut g = self.policy.write().unwrap_or_else(|p| p.into_inner());
                 *g = Arc::new(p);
             }
@@ -201,14 +228,26 @@ fn write_response(mut stream: &UnixStream, response: &[u8], timeout: Duration) -
 /// Releases a connection slot when the connection ends, however it ends.
 struct Slot {
     shared: Arc<Shared>,
-    uid: u32,
+    admission: Admission,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.shared
-            .callers()
-            .close_connection(self.uid, Instant::now());
+        decision::release(&self.admission, Instant::now(), &self.shared.callers);
+    }
+}
+
+/// Give `peer` a connection slot, or turn it away with one answer line.
+fn admit(shared: &Arc<Shared>, stream: &UnixStream, peer: &Peer) -> Option<Slot> {
+    match decision::admit(peer, Instant::now(), &shared.policy(), &shared.callers) {
+        Ok(admission) => Some(Slot {
+            shared: Arc::clone(shared),
+            admission,
+        }),
+        Err(r) => {
+            refuse(shared, stream, peer, r);
+            None
+        }
     }
 }
 
@@ -220,7 +259,7 @@ fn serve(shared: &Shared, stream: UnixStream, peer: Peer) {
             audit_and_answer(
                 shared,
                 &stream,
-                peer,
+                &peer,
                 code,
                 message,
                 None,
@@ -230,13 +269,13 @@ fn serve(shared: &Shared, stream: UnixStream, peer: Peer) {
         match reader.next(&mut &stream, limits.idle_timeout, limits.request_timeout) {
             ReadOutcome::Line => {
                 shared.busy.fetch_add(1, Ordering::SeqCst);
-                let Decision { answer, audit } = shared.respond(peer, reader.line());
+                let Decision { answer, audit } = shared.respond(&peer, reader.line());
                 reader.consume();
                 let written = write_response(&stream, &answer, limits.request_timeout);
                 drop(answer);
                 shared.busy.fetch_sub(1, Ordering::SeqCst);
                 if let Some(a) = audit {
-                    shared.audit(peer, &a);
+                    shared.audit(&peer, &a);
                 }
                 if !written {
                     return;
@@ -273,7 +312,7 @@ fn serve(shared: &Shared, stream: UnixStream, peer: Peer) {
 fn audit_and_answer(
     shared: &Shared,
     stream: &UnixStream,
-    peer: Peer,
+    peer: &Peer,
     code: Code,
     message: &str,
     retry_after_ms: Option<u64>,
@@ -288,7 +327,7 @@ fn audit_and_answer(
 }
 
 /// Turn a connection away at the door with one response line.
-fn refuse(shared: &Shared, stream: &UnixStream, peer: Peer, r: Refusal) {
+fn refuse(shared: &Shared, stream: &UnixStream, peer: &Peer, r: Refusal) {
     let (code, message) = decision::refusal(r);
     audit_and_answer(
         shared,
@@ -423,6 +462,11 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         policy.rule_count(),
         policy.addon_count()
     );
+    for w in policy.warnings() {
+        log::warn!("teed: policy warning: {w}");
+    }
+    let docker = DockerApi::new(&config.docker_socket, config.docker_timeout);
+    let names = Arc::new(NameCache::new(Arc::new(docker), config.docker_timeout));
     let shared = Arc::new(Shared {
         policy: RwLock::new(Arc::new(policy)),
         policy_path: config.policy_path.clone(),
@@ -432,6 +476,8 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         busy: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
         bound,
+        names,
+        unidentified: Mutex::new((None, 0)),
     });
     {
         let shared = Arc::clone(&shared);
@@ -469,6 +515,15 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         if config.sessions > 1 { "s" } else { "" },
         config.policy_path.display()
     );
+    log::info!(
+        "teed: callers identified by {}; their containers named by the Docker API at {}",
+        if identity::peer::kernel_has_peer_pidfd() {
+            "pidfd (SO_PEERPIDFD) and cgroup"
+        } else {
+            "pid and start time (no SO_PEERPIDFD: Linux < 6.5, see docs/daemon.md) and cgroup"
+        },
+        config.docker_socket.display()
+    );
     activation::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("serving"),
@@ -486,36 +541,69 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         if shared.stopping.load(Ordering::SeqCst) {
             continue;
         }
-        let peer = match peer_of(&stream) {
-            Ok(p) => p,
+        let kernel = match identity::peer::identify(&stream) {
+            Ok(k) => k,
             Err(e) => {
                 log::warn!("teed: cannot read a caller's credentials ({e}); connection dropped");
                 continue;
             }
         };
-        let limits = shared.policy().limits;
-        let admitted = shared
-            .callers()
-            .open_connection(peer.uid, Instant::now(), &limits);
-        if let Err(r) = admitted {
-            refuse(&shared, &stream, peer, r);
-            continue;
+        let (stage, why) = identity::first_stage(kernel, &shared.names, Instant::now());
+        if let Some(why) = why {
+            shared.unidentified(&why);
         }
-        let slot = Slot {
-            shared: Arc::clone(&shared),
-            uid: peer.uid,
+        let spawned = match stage {
+            Stage::Known(peer) => {
+                let Some(slot) = admit(&shared, &stream, &peer) else {
+                    continue;
+                };
+                spawn_connection(move || {
+                    let slot = slot;
+                    serve(&slot.shared, stream, peer);
+                })
+            }
+            Stage::NeedsName(kernel, id) => {
+                let pending = match identity::reserve(&shared.names, &id) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        // Too many connections already wait for a lookup
+                        // (of this container, or in all).
+                        let peer = Peer {
+                            uid: kernel.uid,
+                            gid: kernel.gid,
+                            pid: kernel.pid,
+                            origin: Origin::Container { id, name: None },
+                        };
+                        refuse(&shared, &stream, &peer, Refusal::Busy);
+                        continue;
+                    }
+                };
+                let shared = Arc::clone(&shared);
+                spawn_connection(move || {
+                    let (peer, why) =
+                        identity::second_stage(&kernel, id, &shared.names, Instant::now());
+                    drop(pending);
+                    if let Some(why) = why {
+                        shared.unidentified(&why);
+                    }
+                    if let Some(slot) = admit(&shared, &stream, &peer) {
+                        serve(&slot.shared, stream, peer);
+                    }
+                })
+            }
         };
-        let spawned = std::thread::Builder::new()
-            .name("conn".into())
-            .stack_size(512 * 1024)
-            .spawn(move || {
-                let slot = slot;
-                serve(&slot.shared, stream, peer);
-            });
         if let Err(e) = spawned {
             // The closure, and with it the slot, is dropped: nothing leaks.
             log::error!("teed: cannot start a connection thread: {e}");
         }
     }
     Ok(())
+}
+
+fn spawn_connection(f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("conn".into())
+        .stack_size(512 * 1024)
+        .spawn(f)
+        .map(|_| ())
 }

@@ -1,0 +1,109 @@
+//! Who is calling: the identity layer between the socket and the decision.
+//!
+//! For each connection, without trusting anything the caller says:
+//!
+//! 1. [`peer`]: the kernel's uid, gid and pid of the process that connected,
+//!    pinned by its pidfd (`SO_PEERPIDFD`), and its cgroup
+//!    (`/proc/<pid>/cgroup`), read while the process provably still lives;
+//! 2. [`cgroup`]: the Docker container id that cgroup names, if any;
+//! 3. [`cache`] over [`docker`]: the container's name, from Docker's
+//!    read-only inspect call by id (cached by id, bounded, expiring).
+//!
+//! The result is a [`Peer`](crate::decision::Peer): plain data that the
+//! pure decision (`decision.rs`) matches against the policy. Processes
+//! outside containers are identified by uid and gid alone, as before.
+
+pub mod cache;
+pub mod cgroup;
+pub mod docker;
+pub mod peer;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::decision::{Origin, Peer};
+use cache::{NameCache, Pending, TooManyPending};
+use cgroup::{ContainerId, Place};
+use docker::LookupError;
+use peer::KernelPeer;
+
+/// Where a connection stands after the kernel's part (fast, no I/O beyond
+/// `/proc`).
+pub enum Stage {
+    /// Fully identified.
+    Known(Peer),
+    /// In a container whose name must be asked of the runtime first.
+    NeedsName(KernelPeer, ContainerId),
+}
+
+/// The kernel's part, with the cache's answer if it has one.
+pub fn first_stage(k: KernelPeer, names: &NameCache, now: Instant) -> (Stage, Option<String>) {
+    match &k.place {
+        Ok(Place::Host) => (Stage::Known(peer(&k, Origin::Host)), None),
+        Err(why) => {
+            let why = why.clone();
+            (Stage::Known(peer(&k, Origin::Unknown)), Some(why))
+        }
+        Ok(Place::Container(id)) => match names.cached(id, now) {
+            Some(r) => {
+                let id = id.clone();
+                let (p, why) = named(&k, id, r);
+                (Stage::Known(p), why)
+            }
+            None => {
+                let id = id.clone();
+                (Stage::NeedsName(k, id), None)
+            }
+        },
+    }
+}
+
+/// The runtime's part (may take up to the lookup timeout): the complete
+/// peer, and why its container could not be named, if it could not.
+pub fn second_stage(
+    k: &KernelPeer,
+    id: ContainerId,
+    names: &NameCache,
+    now: Instant,
+) -> (Peer, Option<String>) {
+    let r = names.resolve(&id, now);
+    named(k, id, r)
+}
+
+/// A place among the connections waiting for a name (bounded per container
+/// and in total).
+pub fn reserve(names: &Arc<NameCache>, id: &ContainerId) -> Result<Pending, TooManyPending> {
+    names.reserve(id)
+}
+
+fn named(
+    k: &KernelPeer,
+    id: ContainerId,
+    r: Result<String, LookupError>,
+) -> (Peer, Option<String>) {
+    match r {
+        Ok(name) => (
+            peer(
+                k,
+                Origin::Container {
+                    id,
+                    name: Some(name),
+                },
+            ),
+            None,
+        ),
+        Err(e) => {
+            let why = format!("cannot name container {}: {e}", id.short());
+            (peer(k, Origin::Container { id, name: None }), Some(why))
+        }
+    }
+}
+
+fn peer(k: &KernelPeer, origin: Origin) -> Peer {
+    Peer {
+        uid: k.uid,
+        gid: k.gid,
+        pid: k.pid,
+        origin,
+    }
+}
