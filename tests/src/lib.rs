@@ -311,3 +311,9 @@ pub fn teed_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| build("teed", "teed"))
 }
+
+/// The freshly built `teed-docker-proxy` (teed's one-call Docker API proxy).
+pub fn teed_docker_proxy_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build("teed", "teed-docker-proxy"))
+}

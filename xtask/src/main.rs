@@ -20,6 +20,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod buildroot;
+mod docker;
 mod powercut;
 mod qemu;
 mod qemu_bench;
@@ -135,6 +136,8 @@ fn deps() -> Result<String> {
     let py = python_with_cryptography()?;
     // The daemon's tests: useradd (passwd) and systemd-socket-activate.
     apt_install(&["passwd", "systemd"])?;
+    // The container tests: dockerd and a busybox-static image root.
+    docker::deps()?;
     cargo_fuzz()?;
     Ok(py)
 }
