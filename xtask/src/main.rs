@@ -6,6 +6,8 @@
 //! - `deps`    install what the tests need (apt packages, cargo-fuzz);
 //! - `fuzz`    run each fuzz target for a short time (`--seconds N`, default 20);
 //! - `bench`   run the benchmarks and write docs/BENCHMARKS.md;
+//! - `ha-test` sealed secrets on real Home Assistant Core 2025.4.4 (a venv
+//!   in the cache; part of `test`);
 //! - `check-buildroot --buildroot DIR`  Buildroot's own check-package over
 //!   `buildroot/`, with a Buildroot checkout in DIR (not part of `test`).
 //!
@@ -21,6 +23,7 @@ use std::time::Instant;
 
 mod buildroot;
 mod docker;
+mod ha;
 mod powercut;
 mod qemu;
 mod qemu_bench;
@@ -135,7 +138,9 @@ fn cargo_fuzz() -> Result<PathBuf> {
 fn deps() -> Result<String> {
     let py = python_with_cryptography()?;
     // The daemon's tests: useradd (passwd) and systemd-socket-activate.
-    apt_install(&["passwd", "systemd"])?;
+    // The secrets tests: PyYAML's safe loader (what Home Assistant's YAML
+    // loader builds on) and venv (pip install of the Python package).
+    apt_install(&["passwd", "systemd", "python3-yaml", "python3-venv"])?;
     // The container tests: dockerd and a busybox-static image root.
     docker::deps()?;
     cargo_fuzz()?;
@@ -205,7 +210,7 @@ fn test() -> Result {
     ) && step(
         "qemu-test",
         Command::new(cargo()).args(["xtask", "qemu-test"]),
-    );
+    ) && step("ha-test", Command::new(cargo()).args(["xtask", "ha-test"]));
     let failed = steps.iter().filter(|(_, r)| r.is_err()).count();
     eprintln!(
         "\nxtask test summary ({:.0} s):",
@@ -454,6 +459,7 @@ fn main() -> ExitCode {
         Some("qemu-shell") => qemu::shell(),
         Some("qemu-bench") => qemu::bench(),
         Some("qemu-powercut") => powercut::main(&args[1..]),
+        Some("ha-test") => ha::test(),
         Some("check-buildroot") => buildroot::check(opt("--buildroot")),
         Some("deps") => deps().map(|py| eprintln!("ok (python: {py})")),
         Some("fuzz") => match opt("--seconds").unwrap_or_else(|| "20".into()).parse() {
@@ -461,7 +467,7 @@ fn main() -> ExitCode {
             Err(_) => Err("--seconds takes a whole number".into()),
         },
         _ => Err(
-            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N] | bench | qemu-test | qemu-shell | qemu-bench | qemu-powercut [--ops a,b] [--modes before,after] [--record] | check-buildroot --buildroot DIR"
+            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N] | bench | qemu-test | qemu-shell | qemu-bench | qemu-powercut [--ops a,b] [--modes before,after] [--record] | ha-test | check-buildroot --buildroot DIR"
                 .into(),
         ),
     };
