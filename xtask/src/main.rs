@@ -2,7 +2,8 @@
 //!
 //! - `demo`    the main job on the simulator: a walkthrough of teectl;
 //! - `test`    every test: format, lints, unit/integration/e2e tests, fuzz smoke,
-//!   and the QEMU target's end-to-end scenario (`qemu-test`);
+//!   and the QEMU target's end-to-end scenario (`qemu-test`) and power cuts
+//!   (`qemu-powercut`);
 //! - `deps`    install what the tests need (apt packages, cargo-fuzz);
 //! - `fuzz`    run each fuzz target for a short time (`--seconds N`, default 20);
 //! - `bench`   run the benchmarks and write docs/BENCHMARKS.md;
@@ -210,6 +211,17 @@ fn test() -> Result {
     ) && step(
         "qemu-test",
         Command::new(cargo()).args(["xtask", "qemu-test"]),
+    ) && step(
+        // Every cut point of the operations repeated on a live board (about
+        // 5 minutes); the once-per-board ones (init, first rotate, v1
+        // migration) are in the full `cargo xtask qemu-powercut` run.
+        "qemu-powercut",
+        Command::new(cargo()).args([
+            "xtask",
+            "qemu-powercut",
+            "--ops",
+            "rotate,retire,new-identity",
+        ]),
     ) && step("ha-test", Command::new(cargo()).args(["xtask", "ha-test"]));
     let failed = steps.iter().filter(|(_, r)| r.is_err()).count();
     eprintln!(
