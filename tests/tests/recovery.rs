@@ -1194,6 +1194,48 @@ fn directories_of_blob_files_convert_whole() {
 }
 
 #[test]
+fn recover_waits_for_a_slowly_typed_code_whatever_the_engine_timeout() {
+    let t = T::new();
+    let (k, code) = t.recovery_key("k");
+    let a = initialised();
+    let escrow = t.write(
+        "escrow.txt",
+        &t.on(&a, &["escrow", "--to", path(&k.join("recovery.pem"))], b"")
+            .success(),
+    );
+    let blob = a.seal("ha/core", SECRETS[1]);
+    // A pipe that gets the code only after the engine timeout has passed.
+    let fifo = t.p("code.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(2500));
+            std::fs::write(&fifo, format!("{code}\n")).unwrap();
+        })
+    };
+    let r = t.offline(
+        &[
+            "--timeout",
+            "1",
+            "recover",
+            "--escrow",
+            path(&escrow),
+            "--key",
+            path(&fifo),
+            "--plaintext",
+        ],
+        &blob,
+    );
+    writer.join().unwrap();
+    assert_eq!(r.success(), SECRETS[1]);
+}
+
+#[test]
 fn a_v1_state_directory_escrows_and_recovers() {
     let t = T::new();
     let (k, _) = t.recovery_key("k");

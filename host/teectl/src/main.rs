@@ -617,7 +617,10 @@ fn via_daemon_once(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.timeout > 0 {
+    // No key engine to wait for: a recovery code typed at /dev/tty or a
+    // large file may take longer than any engine timeout.
+    let offline = matches!(cli.command, Command::RecoveryKey(_) | Command::Recover(_));
+    if cli.timeout > 0 && !offline {
         let secs = cli.timeout;
         std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_secs(secs));
