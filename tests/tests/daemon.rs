@@ -1251,11 +1251,69 @@ fn the_shipped_policy_and_units_are_valid() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
-    let service = fs::read_to_string(root.join("systemd/teed.service")).unwrap();
-    let socket = fs::read_to_string(root.join("systemd/teed.socket")).unwrap();
+    assert!(stderr(&out).is_empty(), "policy warnings: {}", stderr(&out));
+    let unit = |name: &str| fs::read_to_string(root.join("systemd").join(name)).unwrap();
+    let service = unit("teed.service");
+    let socket = unit("teed.socket");
     assert!(service.contains("--policy /etc/hakeys/policy.toml"));
     assert!(service.contains("NoNewPrivileges=yes") && service.contains("ProtectSystem=strict"));
-    assert!(socket.contains("ListenStream=/run/hakeys/teed.sock"));
+    // Containers reach the socket under the host's /dev, in its own tmpfs
+    // mounted before Docker starts; host tools through /run/hakeys.
+    assert!(socket.contains("ListenStream=/dev/hakeys/teed.sock"));
+    assert!(socket.contains("Requires=dev-hakeys.mount"));
+    let mount = unit("dev-hakeys.mount");
+    assert!(mount.contains("Where=/dev/hakeys") && mount.contains("Type=tmpfs"));
+    assert!(mount.contains("Before=") && mount.contains("docker.service"));
+    assert!(unit("hakeys.tmpfiles.conf")
+        .contains("L /run/hakeys/teed.sock - - - - /dev/hakeys/teed.sock"));
+    // teed reads its callers' /proc entries, and asks the proxy, never
+    // Docker, for container names; only teed's user reaches the proxy.
+    assert!(!service.contains("ProtectProc=invisible"));
+    assert!(service.contains("--docker-socket /run/hakeys/docker-proxy.sock"));
+    assert!(!service.contains("docker.sock ") && !service.contains("SupplementaryGroups=docker"));
+    let proxy_socket = unit("teed-docker-proxy.socket");
+    for want in [
+        "ListenStream=/run/hakeys/docker-proxy.sock",
+        "SocketUser=hakeys",
+        "SocketMode=0600",
+    ] {
+        assert!(proxy_socket.contains(want), "{want}");
+    }
+    let proxy = unit("teed-docker-proxy.service");
+    for want in [
+        "--docker-socket /run/docker.sock",
+        "CapabilityBoundingSet=\n",
+        "PrivateNetwork=yes",
+        "ProtectSystem=strict",
+    ] {
+        assert!(proxy.contains(want), "{want}");
+    }
+    // systemd itself reads every unit without complaint (it cannot find
+    // the installed binaries here, and says so; nothing else).
+    let units = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for name in [
+        "teed.service",
+        "teed.socket",
+        "dev-hakeys.mount",
+        "teed-docker-proxy.socket",
+        "teed-docker-proxy.service",
+    ] {
+        let p = units.path().join(name);
+        fs::copy(root.join("systemd").join(name), &p).unwrap();
+        paths.push(p);
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&paths)
+        .output()
+        .expect("systemd-analyze (Debian package systemd; `cargo xtask deps`)");
+    let complaints: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.contains("is not executable: No such file or directory"))
+        .map(str::to_owned)
+        .collect();
+    assert!(complaints.is_empty(), "systemd-analyze verify: {complaints:?}");
     // A policy that names boot/ is refused before it can be installed.
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("p.toml");

@@ -18,11 +18,13 @@ endif
 HAKEYS_LICENSE = Apache-2.0
 HAKEYS_DEPENDENCIES = optee-client
 
-# teectl with the libteec backend, and teed. optee-teec-sys links -lteec
-# from $(OPTEE_CLIENT_EXPORT)/usr/lib: optee-client's staging install.
+# teectl with the libteec backend, teed, and teed-docker-proxy (teed's one
+# Docker API call). optee-teec-sys links -lteec from
+# $(OPTEE_CLIENT_EXPORT)/usr/lib: optee-client's staging install.
 HAKEYS_CARGO_ENV = OPTEE_CLIENT_EXPORT=$(STAGING_DIR)
 HAKEYS_CARGO_BUILD_OPTS = \
-	-p teectl -p teed --features teectl/tee,teed/tee --bin teectl --bin teed
+	-p teectl -p teed --features teectl/tee,teed/tee --bin teectl --bin teed \
+	--bin teed-docker-proxy
 HAKEYS_BIN_DIR = \
 	$(@D)/target/$(RUSTC_TARGET_NAME)/$(if $(BR2_ENABLE_DEBUG),debug,release)
 
@@ -80,6 +82,8 @@ define HAKEYS_INSTALL_TARGET_CMDS
 		$(TARGET_DIR)/usr/bin/teectl
 	$(INSTALL) -D -m 0755 $(HAKEYS_BIN_DIR)/teed \
 		$(TARGET_DIR)/usr/bin/teed
+	$(INSTALL) -D -m 0755 $(HAKEYS_BIN_DIR)/teed-docker-proxy \
+		$(TARGET_DIR)/usr/libexec/hakeys/teed-docker-proxy
 	$(INSTALL) -D -m 0644 $(@D)/systemd/teed-policy.toml \
 		$(TARGET_DIR)/etc/hakeys/policy.toml
 	$(HAKEYS_INSTALL_SUPPLICANT)
@@ -87,11 +91,22 @@ endef
 
 # The daemon's units come unchanged from the source's systemd/ folder; the
 # drop-in orders teed after the supplicant unit this image really has.
+# dev-hakeys.mount puts teed's socket where Home Assistant and every add-on
+# reach it (a tmpfs under /dev, mounted before docker.service);
+# teed-docker-proxy gives teed containers' names without Docker's socket.
 define HAKEYS_INSTALL_INIT_SYSTEMD
 	$(INSTALL) -D -m 0644 $(@D)/systemd/teed.socket \
 		$(TARGET_DIR)/usr/lib/systemd/system/teed.socket
 	$(INSTALL) -D -m 0644 $(@D)/systemd/teed.service \
 		$(TARGET_DIR)/usr/lib/systemd/system/teed.service
+	$(INSTALL) -D -m 0644 $(@D)/systemd/dev-hakeys.mount \
+		$(TARGET_DIR)/usr/lib/systemd/system/dev-hakeys.mount
+	$(INSTALL) -D -m 0644 $(@D)/systemd/teed-docker-proxy.socket \
+		$(TARGET_DIR)/usr/lib/systemd/system/teed-docker-proxy.socket
+	$(INSTALL) -D -m 0644 $(@D)/systemd/teed-docker-proxy.service \
+		$(TARGET_DIR)/usr/lib/systemd/system/teed-docker-proxy.service
+	$(INSTALL) -D -m 0644 $(@D)/systemd/hakeys.tmpfiles.conf \
+		$(TARGET_DIR)/usr/lib/tmpfiles.d/hakeys.conf
 	$(INSTALL) -D -m 0644 $(HAKEYS_PKGDIR)/teed-buildroot.conf \
 		$(TARGET_DIR)/usr/lib/systemd/system/teed.service.d/50-buildroot.conf
 	$(INSTALL) -D -m 0644 $(@D)/systemd/hakeys.sysusers.conf \
