@@ -657,7 +657,7 @@ impl Ha {
     fn script(&self, arg: &str, render_dir: &Path) -> Output {
         Command::new("sh")
             .arg(repo().join("buildroot/package/hakeys-boot/hakeys-ha-secrets"))
-            .arg(arg)
+            .args(arg.split(' '))
             .env("HAKEYS_HA_CONFIG", &self.config)
             .env("HAKEYS_HA_RENDER_DIR", render_dir)
             .env(
@@ -717,7 +717,10 @@ fn the_board_script_seals_links_wipes_and_takes_back_plaintext() {
     fs::write(ha.config.join(".HA_VERSION"), "2026.5.1").unwrap();
     let witness = ha.board.dir.path().join("witness");
     fs::hard_link(ha.secrets(), &witness).unwrap();
-    ok(ha.sync("enable"));
+    let err = fails(ha.sync("enable --clear"));
+    assert!(err.contains("usage"), "{err}");
+    ok(ha.sync("enable --clear port"));
+    assert!(fs::read_to_string(ha.sealed()).unwrap().contains("\nport: 1883\n"));
     let rendered = ha.render_dir().join("secrets.yaml");
     assert_eq!(fs::read_link(ha.secrets()).unwrap(), rendered);
     let wiped = fs::read(&witness).unwrap();
