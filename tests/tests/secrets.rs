@@ -720,7 +720,9 @@ fn the_board_script_seals_links_wipes_and_takes_back_plaintext() {
     let err = fails(ha.sync("enable --clear"));
     assert!(err.contains("usage"), "{err}");
     ok(ha.sync("enable --clear port"));
-    assert!(fs::read_to_string(ha.sealed()).unwrap().contains("\nport: 1883\n"));
+    assert!(fs::read_to_string(ha.sealed())
+        .unwrap()
+        .contains("\nport: 1883\n"));
     let rendered = ha.render_dir().join("secrets.yaml");
     assert_eq!(fs::read_link(ha.secrets()).unwrap(), rendered);
     let wiped = fs::read(&witness).unwrap();
