@@ -137,6 +137,17 @@ class ClientTest(unittest.TestCase):
         for v in ["plain", 42, None, "hakeys:v1:", "hakeys:v1:a b", " x" + blob]:
             self.assertEqual(hakeys.resolve(v, path=self.path), v)
 
+    def test_default_socket_is_the_first_that_exists(self):
+        old = os.environ.pop("HAKEYS_SOCKET", None)
+        try:
+            want = next((p for p in (hakeys.DEFAULT_SOCKET, hakeys.CONTAINER_SOCKET)
+                         if os.path.exists(p)), hakeys.DEFAULT_SOCKET)
+            self.assertEqual(hakeys.client.socket_path(), want)
+            self.assertEqual(hakeys.client.socket_path("/x.sock"), "/x.sock")
+        finally:
+            if old is not None:
+                os.environ["HAKEYS_SOCKET"] = old
+
     def test_socket_from_environment(self):
         old = os.environ.get("HAKEYS_SOCKET")
         os.environ["HAKEYS_SOCKET"] = self.path

@@ -1,7 +1,7 @@
 """hakeys: a client for teed, the hakeys decrypt daemon (standard library only).
 
     import hakeys
-    with hakeys.Teed() as d:            # $HAKEYS_SOCKET or /run/hakeys/teed.sock
+    with hakeys.Teed() as d:            # $HAKEYS_SOCKET, /run/hakeys/ or /dev/hakeys/teed.sock
         password = d.unseal(blob_text)  # bytes
 
     value = hakeys.resolve(option_value, namespace="addon/my_addon")
@@ -12,6 +12,7 @@ version 1).
 
 from .client import (
     BLOB_PREFIX,
+    CONTAINER_SOCKET,
     DEFAULT_SOCKET,
     EXIT_CODES,
     MAX_LINE,
@@ -23,6 +24,7 @@ from .client import (
 
 __all__ = [
     "BLOB_PREFIX",
+    "CONTAINER_SOCKET",
     "DEFAULT_SOCKET",
     "EXIT_CODES",
     "MAX_LINE",

@@ -10,6 +10,9 @@ import socket
 import time
 
 DEFAULT_SOCKET = "/run/hakeys/teed.sock"
+#: Where containers on a Home Assistant OS board reach the socket (a tmpfs
+#: under the host's /dev, which the Supervisor binds into every container).
+CONTAINER_SOCKET = "/dev/hakeys/teed.sock"
 SOCKET_ENV = "HAKEYS_SOCKET"
 #: The longest line either side sends, with its newline.
 MAX_LINE = 16 * 1024
@@ -55,7 +58,14 @@ def is_blob(value):
 
 
 def socket_path(path=None):
-    return path or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+    """`path`, else $HAKEYS_SOCKET, else the first of /run/hakeys/teed.sock
+    (the host) and /dev/hakeys/teed.sock (a container) that exists."""
+    if path or os.environ.get(SOCKET_ENV):
+        return path or os.environ.get(SOCKET_ENV)
+    for candidate in (DEFAULT_SOCKET, CONTAINER_SOCKET):
+        if os.path.exists(candidate):
+            return candidate
+    return DEFAULT_SOCKET
 
 
 class Teed:
