@@ -28,6 +28,7 @@ const SECRETS: &[&[u8]] = &[
     b"epoch-two-secret",
     b"epoch-three-secret",
     b"\x00\xffbinary-luks-key\x01\x02\n",
+    b"ctl\x00\x1b\x7f\xe2\x80\xa8\xef\xbb\xbf end\t",
 ];
 
 fn path(p: &Path) -> &str {
@@ -737,16 +738,18 @@ fn secrets_yaml(t: &T, a: &Board) -> (Vec<u8>, Vec<&'static [u8]>) {
          \n\
          api_key: '{}'\n\
          unicode: \"{}\"\n\
+         control: {}\n\
          plain_value: not a blob # stays\n\
          list:\n  - {}\n",
         b("ha/core", SECRETS[0]),
         b("ha/core", SECRETS[1]),
         b("ha/core", SECRETS[3]),
+        b("ha/core", SECRETS[8]),
         offline,
     );
     (
         text.into_bytes(),
-        vec![SECRETS[0], SECRETS[1], SECRETS[3], SECRETS[2]],
+        vec![SECRETS[0], SECRETS[1], SECRETS[3], SECRETS[8], SECRETS[2]],
     )
 }
 
@@ -796,7 +799,7 @@ fn whole_files_convert_every_blob_and_keep_every_other_byte() {
         ],
         b"",
     );
-    assert!(String::from_utf8_lossy(&r.success()).contains("4 blobs"));
+    assert!(String::from_utf8_lossy(&r.success()).contains("5 blobs"));
     opens_on_b(&out);
     // Never over an existing file without --force; with it, replaced.
     let before = std::fs::read(&out).unwrap();
@@ -894,6 +897,7 @@ fn whole_files_convert_every_blob_and_keep_every_other_byte() {
          \n\
          api_key: \"plain-secret-one\"\n\
          unicode: \"p\\u00e4ssw\\u00f6rd \\U0001f600\"\n\
+         control: \"ctl\\x00\\x1b\\x7f\\u2028\\ufeff end\\t\"\n\
          plain_value: not a blob # stays\n\
          list:\n  - \"offline-secret-for-a\"\n";
     assert_eq!(got, want);
@@ -903,6 +907,7 @@ fn whole_files_convert_every_blob_and_keep_every_other_byte() {
             ("mqtt_password", SECRETS[0]),
             ("api_key", SECRETS[1]),
             ("unicode", SECRETS[3]),
+            ("control", SECRETS[8]),
         ],
     );
 
@@ -977,13 +982,14 @@ fn whole_files_convert_every_blob_and_keep_every_other_byte() {
     assert!(leftovers.is_empty(), "temporary files left");
 }
 
-/// Where PyYAML is installed, it reads `file` and finds `values`.
+/// PyYAML (what Home Assistant's YAML loader builds on; `cargo xtask deps`
+/// installs it) reads `file` and finds `values`.
 fn yaml_reads_back(file: &Path, values: &[(&str, &[u8])]) {
     let python = std::env::var("HAKEYS_PYTHON").unwrap_or_else(|_| "python3".into());
-    if !has(&python, &["-c", "import yaml"]) {
-        eprintln!("note: PyYAML is not installed; the exact bytes were checked instead");
-        return;
-    }
+    assert!(
+        has(&python, &["-c", "import yaml"]),
+        "PyYAML is required (python3-yaml; cargo xtask deps installs it)"
+    );
     let out = Command::new(&python)
         .args([
             "-c",
