@@ -1313,7 +1313,10 @@ fn the_shipped_policy_and_units_are_valid() {
         .filter(|l| !l.contains("is not executable: No such file or directory"))
         .map(str::to_owned)
         .collect();
-    assert!(complaints.is_empty(), "systemd-analyze verify: {complaints:?}");
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze verify: {complaints:?}"
+    );
     // A policy that names boot/ is refused before it can be installed.
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("p.toml");
