@@ -23,7 +23,7 @@
 //! most 8 requests at once, each Docker call bounded by its timeout.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -174,7 +174,7 @@ pub fn serve(listener: UnixListener, docker: Arc<dyn Runtime>) {
 }
 
 /// Bind `path` (mode 0600), replacing a stale socket file but never a live
-/// one.
+/// one. Call before starting threads.
 pub fn bind(path: &Path) -> Result<UnixListener, String> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -189,11 +189,14 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
         std::fs::remove_file(path)
             .map_err(|e| format!("cannot remove the stale socket {}: {e}", path.display()))?;
     }
-    let l = UnixListener::bind(path)
-        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
-    Ok(l)
+    // Created 0600 from the start (no chmod by path afterwards, which a
+    // symlink swapped in between would redirect). The proxy is single-
+    // threaded here, so the process-wide umask is changed only for this.
+    use rustix::fs::Mode;
+    let old = rustix::process::umask(Mode::from_raw_mode(0o177));
+    let l = UnixListener::bind(path);
+    rustix::process::umask(old);
+    l.map_err(|e| format!("cannot listen on {}: {e}", path.display()))
 }
 
 /// The Docker API the proxy asks.
@@ -289,6 +292,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxy.sock");
         let l = bind(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let rt = Arc::new(One(AtomicUsize::new(0)));
