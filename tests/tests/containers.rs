@@ -10,10 +10,13 @@
 //! of it at the end, containers, `containerd` and mounts included, even when
 //! the test fails (and a run that was killed is cleaned up by the next).
 //!
-//! As on HA OS, teed's socket is in a small tmpfs mounted under the host's
-//! `/dev` (`/dev/hakeys-t-*` here, `/dev/hakeys` on a board), and every
-//! container gets the host's `/dev` bind-mounted read-only, as the
-//! Supervisor's `MOUNT_DEV` does: `connect()` works through it. The client
+//! As on HA OS, teed's socket is in a directory on the host's `/dev` itself
+//! (`/dev/hakeys-t-*` here, `/dev/hakeys` on a board), and every container
+//! gets the host's `/dev` bind-mounted read-only at its top only, as the
+//! Supervisor's `MOUNT_DEV` (`ReadOnlyNonRecursive`) and Docker 20.10's `ro`
+//! do: `connect()` works through it, and no container can remove or replace
+//! the socket (a file system mounted below `/dev` would stay writable in the
+//! containers; teed's socket is not on one). The client
 //! in the containers is the Python package `hakeys` (`python/`; the
 //! containers see the host's `/usr`, for Python), and once `teectl
 //! --via-daemon`. Needs root (dockerd, mounts), as in CI.
@@ -179,7 +182,9 @@ fn tear_down(dir: &Path, dev: &Path, containers: &[String]) -> Vec<String> {
             let _ = Command::new("umount").arg("--lazy").arg(&m).status();
         }
     }
-    let _ = fs::remove_dir(dev);
+    if dev.to_string_lossy().starts_with("/dev/hakeys-t-") {
+        let _ = fs::remove_dir_all(dev);
+    }
     let _ = fs::remove_dir_all(dir);
     let mut left = Vec::new();
     for (p, cmd) in processes_mentioning(&needle) {
@@ -244,7 +249,7 @@ fn clean_stale_labs() {
 /// A private dockerd, a test image, teed (and teed-docker-proxy).
 struct Lab {
     dir: PathBuf,
-    /// The tmpfs under the host's /dev that holds teed's socket.
+    /// The directory on the host's /dev that holds teed's socket.
     dev: PathBuf,
     dockerd: Option<Child>,
     teed: Option<Child>,
@@ -287,7 +292,7 @@ impl Lab {
     fn start() -> Lab {
         assert!(
             is_root(),
-            "these tests run dockerd and mount a tmpfs under /dev: run them as root (CI does)"
+            "these tests run dockerd and write to /dev: run them as root (CI does)"
         );
         for (path, package) in [
             (DOCKERD, "docker.io"),
@@ -323,21 +328,10 @@ impl Lab {
             finished: false,
             started: Instant::now(),
         };
-        // The socket's tmpfs, mounted under /dev before any container
-        // starts (as a board's unit does before docker.service).
+        // The socket's directory, on the host's /dev itself (as
+        // teed.socket's DirectoryMode makes /dev/hakeys on a board).
         fs::create_dir(&lab.dev).expect("mkdir under /dev");
-        let st = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                "size=64k,mode=0755,nosuid,nodev,noexec",
-                "tmpfs",
-            ])
-            .arg(&lab.dev)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount a tmpfs on {}", lab.dev.display());
+        fs::set_permissions(&lab.dev, fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(lab.path("daemon.json"), "{}\n").unwrap();
         fs::create_dir(lab.path("cli")).unwrap();
         let log = fs::File::create(lab.path("dockerd.log")).unwrap();
@@ -772,6 +766,19 @@ fn each_container_opens_its_own_secrets_and_no_one_elses() {
         fails(lab.py(who, &["seal", ns], b"x"), REFUSED);
     }
     fails(lab.teectl("app_other", &["unseal"], &ha), REFUSED);
+
+    // No container can remove or replace teed's socket: the host's /dev is
+    // read-only in every container, the socket's directory included.
+    let sock = lab.teed_socket().to_string_lossy().into_owned();
+    let evil = format!(
+        "import os, socket\n\
+         for f in (lambda: os.unlink({sock:?}), lambda: socket.socket(socket.AF_UNIX).bind({sock:?} + '.x')):\n    \
+         try:\n        f()\n        print('done')\n    except OSError as e:\n        print(e.errno)\n"
+    );
+    let out = ok(lab.py_raw("addon_core_mosquitto", &evil));
+    assert_eq!(String::from_utf8_lossy(&out), "30\n30\n", "EROFS expected");
+    assert!(lab.teed_socket().exists());
+    assert_eq!(ok(lab.py("homeassistant", &["unseal"], &ha)), b"ha-secret");
 
     // The Supervisor seals for an add-on and cannot read it back.
     let for_mqtt = ok(lab.py(

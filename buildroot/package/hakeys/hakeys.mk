@@ -91,16 +91,14 @@ endef
 
 # The daemon's units come unchanged from the source's systemd/ folder; the
 # drop-in orders teed after the supplicant unit this image really has.
-# dev-hakeys.mount puts teed's socket where Home Assistant and every add-on
-# reach it (a tmpfs under /dev, mounted before docker.service);
-# teed-docker-proxy gives teed containers' names without Docker's socket.
+# teed.socket puts teed's socket in /dev/hakeys, where Home Assistant and
+# every add-on reach it (and cannot replace it); teed-docker-proxy gives
+# teed containers' names without Docker's socket.
 define HAKEYS_INSTALL_INIT_SYSTEMD
 	$(INSTALL) -D -m 0644 $(@D)/systemd/teed.socket \
 		$(TARGET_DIR)/usr/lib/systemd/system/teed.socket
 	$(INSTALL) -D -m 0644 $(@D)/systemd/teed.service \
 		$(TARGET_DIR)/usr/lib/systemd/system/teed.service
-	$(INSTALL) -D -m 0644 $(@D)/systemd/dev-hakeys.mount \
-		$(TARGET_DIR)/usr/lib/systemd/system/dev-hakeys.mount
 	$(INSTALL) -D -m 0644 $(@D)/systemd/teed-docker-proxy.socket \
 		$(TARGET_DIR)/usr/lib/systemd/system/teed-docker-proxy.socket
 	$(INSTALL) -D -m 0644 $(@D)/systemd/teed-docker-proxy.service \
