@@ -327,3 +327,85 @@ mod tests {
         assert!(bind(&path).unwrap_err().contains("already"));
     }
 }
+
+#[cfg(test)]
+mod garbage {
+    //! The decoders the proxy and teed run on bytes from another process
+    //! (the proxy's request heads from teed's user, Docker's answers, the
+    //! cgroup file) never panic: mutations of valid inputs, and noise.
+    use super::*;
+    use crate::identity::{cgroup, docker};
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// `seed` with a few random bytes replaced, inserted, removed or cut.
+    fn mutate(rng: &mut XorShift, seed: &[u8]) -> Vec<u8> {
+        let mut v = seed.to_vec();
+        for _ in 0..=rng.below(4) {
+            let at = rng.below(v.len() + 1);
+            let byte = match rng.below(4) {
+                0 => b"\r\n:/{}\"0 "[rng.below(9)],
+                _ => rng.next() as u8,
+            };
+            match rng.below(4) {
+                0 if at < v.len() => v[at] = byte,
+                1 => v.insert(at, byte),
+                2 if at < v.len() => {
+                    v.remove(at);
+                }
+                _ => v.truncate(at),
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn decoders_never_panic() {
+        const A: &str = "1eadbec5c29449835a2d80f19b69220672308202e2a4cc6647ba8e20b0727ea6";
+        let id = ContainerId::parse(A).unwrap();
+        let body = format!(r#"{{"Id":"{A}","Name":"/homeassistant","Config":{{"Env":["A=b"]}}}}"#);
+        let seeds: Vec<Vec<u8>> = vec![
+            format!("GET /containers/{A}/json HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+                .into_bytes(),
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                body.len()
+            )
+            .into_bytes(),
+            format!("0::/system.slice/docker-{A}.scope\n4:memory:/docker/{A}\n").into_bytes(),
+            body.clone().into_bytes(),
+        ];
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for round in 0..60_000 {
+            let input = if round % 10 == 0 {
+                (0..rng.below(300)).map(|_| rng.next() as u8).collect()
+            } else {
+                let seed = &seeds[rng.below(seeds.len())];
+                mutate(&mut rng, seed)
+            };
+            let _ = parse_request(&input);
+            let _ = docker::complete_response(&input, round % 2 == 0);
+            let _ = docker::parse_inspect(&id, &input);
+            if let Ok(text) = std::str::from_utf8(&input) {
+                let _ = cgroup::parse(text);
+            }
+        }
+    }
+}
