@@ -118,6 +118,8 @@ fn refusals_name_the_key_never_the_value() {
         ("a: 2001-12-14\n", "date"),
         ("a: s3cr3t\u{2028}x\n", "U+2028"),
         ("a: s3cr3t\u{1}\n", "control character"),
+        ("a: |\r  s3cr3t\r\n", "carriage return"),
+        ("a:\t\"s3cr3t\"\n", "tab"),
         ("a: s3\u{feff}cr3t\n", "byte order mark"),
         ("{a: s3cr3t}\n", "flow mapping"),
         ("- s3cr3t\n", "must be a mapping"),
@@ -186,4 +188,137 @@ fn keys_added_to_a_file_are_quoted_when_needed() {
 fn multi_line_clear_values_become_one_line() {
     assert_eq!(single_line("|\n  a\n  b\n"), "\"a\\nb\\n\"");
     assert_eq!(single_line("\"x\""), "\"x\"");
+}
+
+/// A small deterministic generator (xorshift64*), so failures replay.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// A character, weighted towards the ones YAML treats specially.
+    fn char(&mut self) -> char {
+        const SPECIAL: &[char] = &[
+            '"', '\'', '\\', ':', ' ', '#', '\n', '\r', '\t', '\0', '\u{7f}', '\u{85}', '\u{a0}',
+            '\u{2028}', '\u{2029}', '\u{feff}', '\u{fffe}', '\u{ffff}', '-', '?', '*', '&', '!',
+            '|', '>', '%', '@', '`', '{', '}', '[', ']', ',', '~', 'é', '😀',
+        ];
+        match self.below(4) {
+            0 => SPECIAL[self.below(SPECIAL.len() as u64) as usize],
+            1 => char::from_u32(self.below(0x80) as u32).unwrap_or('x'),
+            2 => char::from_u32(self.below(0x11_0000) as u32).unwrap_or('\u{fffd}'),
+            _ => char::from(b'a' + self.below(26) as u8),
+        }
+    }
+
+    fn string(&mut self, max: u64) -> String {
+        (0..self.below(max + 1)).map(|_| self.char()).collect()
+    }
+}
+
+#[test]
+fn any_string_renders_as_itself() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for round in 0..300 {
+        let values: Vec<(String, Kind, Zeroizing<String>)> = (0..8)
+            .map(|i| {
+                (
+                    format!("{}{i}", rng.string(6)),
+                    Kind::Str,
+                    Zeroizing::new(rng.string(40)),
+                )
+            })
+            .collect();
+        let out = render_yaml(&values);
+        let doc = yaml::parse(&out, Flavour::Plain).unwrap_or_else(|e| {
+            panic!("round {round}: the rendering does not parse: {e}\n{}", *out)
+        });
+        let got = clear(&doc);
+        assert_eq!(got.len(), values.len(), "round {round}");
+        for ((k, kind, v), (gk, gkind, gv)) in values.iter().zip(&got) {
+            assert_eq!(
+                (k, *kind, v.as_str()),
+                (gk, *gkind, gv.as_str()),
+                "round {round}"
+            );
+        }
+        // One line per value, after the two comment lines.
+        assert_eq!(out.lines().count(), values.len() + 2, "round {round}");
+    }
+}
+
+#[test]
+fn canonical_numbers_read_back_as_themselves() {
+    let mut rng = Rng(42);
+    for _ in 0..2000 {
+        let bits = rng.next();
+        let x = f64::from_bits(bits);
+        let text = scalar::canonical_float(x);
+        assert!(scalar::canonical_ok(Kind::Float, &text), "{text}");
+        let v = scalar::resolve_plain(&text).unwrap();
+        assert_eq!((v.kind, v.text.as_str()), (Kind::Float, text.as_str()));
+        if !x.is_nan() {
+            assert_eq!(
+                text.parse::<f64>().ok().or(match text.as_str() {
+                    ".inf" => Some(f64::INFINITY),
+                    "-.inf" => Some(f64::NEG_INFINITY),
+                    _ => None,
+                }),
+                Some(x),
+                "{text}"
+            );
+        }
+        let n = (rng.next() as i64).to_string();
+        let v = scalar::resolve_plain(&n).unwrap();
+        assert_eq!((v.kind, v.text.as_str()), (Kind::Int, n.as_str()));
+    }
+}
+
+#[test]
+fn damaged_files_are_refused_or_read_never_a_panic() {
+    let mut rng = Rng(7);
+    let base = SAMPLE.as_bytes();
+    for _ in 0..3000 {
+        let mut b = base.to_vec();
+        for _ in 0..=rng.below(4) {
+            let i = rng.below(b.len() as u64) as usize;
+            match rng.below(3) {
+                0 => b[i] = rng.below(128) as u8,
+                1 => {
+                    b.remove(i);
+                }
+                _ => b.insert(
+                    i,
+                    *b"\"'|>:#-?&*!{[\n \t"
+                        .get(rng.below(16) as usize)
+                        .unwrap_or(&b' '),
+                ),
+            }
+        }
+        let Ok(text) = std::str::from_utf8(&b) else {
+            continue;
+        };
+        for flavour in [Flavour::Plain, Flavour::Sealed] {
+            if let Ok(doc) = yaml::parse(text, flavour) {
+                // What parses can be rewritten, and the result parses again.
+                let out = yaml::rewrite(text, &doc, |_| Some("hakeys:v1:QUFB".into()));
+                let again = yaml::parse(&out, Flavour::Sealed)
+                    .unwrap_or_else(|e| panic!("{text:?}\n=> {out:?}: {e}"));
+                assert_eq!(
+                    again.entries.len(),
+                    doc.entries.len(),
+                    "{text:?}\n=> {out:?}"
+                );
+            }
+        }
+    }
 }

@@ -5,7 +5,8 @@
 //! Parsed with `saphyr-parser` (a YAML 1.2 event parser that reports the
 //! span of each event); what Home Assistant's YAML 1.1 loader would read
 //! differently is refused: raw U+0085, U+2028, U+2029 (line breaks to
-//! YAML 1.1, content to 1.2) and a byte order mark after the start. So is
+//! YAML 1.1, content to 1.2), a byte order mark after the start, and a
+//! carriage return that is not part of `\r\n`. So is
 //! everything this tool does not support, by key name and line, never by
 //! value: nested mappings and sequences, anchors and aliases, tags (other
 //! than the sealed file's own), explicit `? ` keys, keys that are not
@@ -117,6 +118,12 @@ pub fn parse(text: &str, flavour: Flavour) -> Result<Doc, Refusal> {
                     "line {}: a raw U+{:04X} (a line break to YAML 1.1, which Home Assistant reads, but not to YAML 1.2) is not supported; write it as an escape in double quotes (\\N, \\L, \\P)",
                     line_of(i),
                     c as u32
+                ))
+            }
+            '\r' if text.as_bytes().get(i + 1) != Some(&b'\n') => {
+                return refuse(format!(
+                    "line {}: a carriage return that is not followed by a line feed is not supported (use \\n or \\r\\n line ends)",
+                    line_of(i)
                 ))
             }
             '\u{feff}' if i > 0 => {
@@ -291,6 +298,11 @@ fn mapping(
             let start = skip_blank(text, colon + 1, true);
             if start > vr.start {
                 return refuse("cannot find the start of its value");
+            }
+            if text[colon + 1..start].contains('\t') {
+                // (The YAML parser refuses a tab right after `:` before a
+                // plain value, which is what the value becomes.)
+                return refuse("a tab between `:` and the value is not supported; use a space");
             }
             let end = match vstyle {
                 ScalarStyle::Literal | ScalarStyle::Folded => block_end(text, vr.clone()),
