@@ -387,6 +387,16 @@ fn a_value_that_does_not_open_makes_render_write_nothing_and_name_the_key() {
         "port",
         "canonical",
     );
+    // A blob of a retired epoch.
+    let old_blob = String::from_utf8(b.seal("ha/core", b"old-epoch-HKT")).unwrap();
+    b.ok(&["rotate"], b"");
+    b.ok(&["retire", "--below", "2"], b"");
+    check(
+        with_value(&good, "mqtt", old_blob.trim()),
+        REFUSED,
+        "mqtt",
+        "retired",
+    );
     // The namespace asked for is the one every blob must have.
     let err = render(&b, &sealed, &rendered, &["--namespace", "ha/other"]).fails_with(REFUSED);
     assert!(err.contains("key \"mqtt\""), "{err}");
