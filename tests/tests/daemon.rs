@@ -508,6 +508,19 @@ fn standard_policy(u: &Users, extra: &str) -> String {
 fn callers_outside_the_policy_are_refused() {
     let u = users();
     let d = Daemon::new(&standard_policy(&u, ""));
+    // teed never leaves a core dump: no core size, and not dumpable (a
+    // non-dumpable process's /proc entries belong to root whatever its
+    // user; teed runs as root here, so the limit is what this can see).
+    let limits = fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().collect::<Vec<_>>()[4..6],
+        ["0", "0"],
+        "{core}"
+    );
     let blob = String::from_utf8(ok(d.py(&u.ha, &["seal", "ha/core"], b"ha-secret"))).unwrap();
     assert!(blob.starts_with("hakeys:v1:"));
     // The outsider: every operation refused, by the Python client and by teectl.
@@ -1343,4 +1356,61 @@ fn the_shipped_policy_and_units_are_valid() {
         .unwrap();
     assert_eq!(out.status.code(), Some(USAGE));
     assert!(stderr(&out).contains("boot/*"));
+}
+
+#[test]
+fn a_policy_or_socket_directory_another_user_controls_is_refused() {
+    assert!(is_root(), "this test chowns files: run the tests as root");
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    fs::create_dir(&etc).unwrap();
+    fs::set_permissions(&etc, fs::Permissions::from_mode(0o755)).unwrap();
+    let p = etc.join("policy.toml");
+    fs::write(&p, "version = 1\n").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    let check = || {
+        Command::new(teed_bin())
+            .arg("--check-policy")
+            .arg("--policy")
+            .arg(&p)
+            .output()
+            .unwrap()
+    };
+    assert!(check().status.success(), "{}", stderr(&check()));
+    // Owned by another user: that user could grant themselves anything.
+    std::os::unix::fs::chown(&p, Some(4242), None).unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(USAGE));
+    assert!(
+        stderr(&out).contains("must belong to root"),
+        "{}",
+        stderr(&out)
+    );
+    std::os::unix::fs::chown(&p, Some(0), None).unwrap();
+    // Its directory owned by another user.
+    std::os::unix::fs::chown(&etc, Some(4242), None).unwrap();
+    assert_eq!(check().status.code(), Some(USAGE));
+    std::os::unix::fs::chown(&etc, Some(0), None).unwrap();
+    assert!(check().status.success());
+
+    // The socket's directory must not be writable by others either.
+    let run = dir.path().join("run");
+    fs::create_dir(&run).unwrap();
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = Command::new(teed_bin())
+        .args(["--backend", "sim", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--socket")
+        .arg(run.join("teed.sock"))
+        .arg("--policy")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(UNAVAILABLE), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("writable by group or others"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!run.join("teed.sock").exists(), "no socket was created");
 }

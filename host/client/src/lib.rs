@@ -46,3 +46,35 @@ impl Entropy for OsEntropy {
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// Make sure this process never leaves a core dump (which could hold
+/// plaintexts or request buffers): not dumpable (`PR_SET_DUMPABLE` 0, which
+/// also keeps other processes of the same user from ptrace-attaching or
+/// reading its memory through /proc) and a zero core-size limit. Called
+/// first thing by `teectl` and `teed`; the units also set `LimitCORE=0`.
+pub fn forbid_core_dumps() -> std::io::Result<()> {
+    use rustix::process::{setrlimit, DumpableBehavior, Resource, Rlimit};
+    rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn core_dumps_are_forbidden() {
+        super::forbid_core_dumps().unwrap();
+        assert_eq!(
+            rustix::process::dumpable_behavior().unwrap(),
+            rustix::process::DumpableBehavior::NotDumpable
+        );
+        let core = rustix::process::getrlimit(rustix::process::Resource::Core);
+        assert_eq!((core.current, core.maximum), (Some(0), Some(0)));
+    }
+}

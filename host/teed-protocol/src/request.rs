@@ -183,44 +183,128 @@ fn sanitise(name: &str) -> String {
     }
 }
 
+/// What [`classify`] keeps of one value of a refused line: its JSON type,
+/// the number for `v` and the operation for `op`. Never the text of a
+/// string: a refused line may carry a plaintext, and nothing of it may stay
+/// behind in freed memory (strings are only ever borrowed from the line).
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Str(Option<Op>),
+    Number(Option<u64>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Kind;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Kind, E> {
+                Ok(Kind::Str(Op::from_name(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Kind, E> {
+                Ok(Kind::Number(Some(v)))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Kind, E> {
+                Ok(Kind::Number(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Kind, E> {
+                Ok(Kind::Number(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Kind, E> {
+                Ok(Kind::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Kind, A::Error> {
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Kind::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Kind, A::Error> {
+                while m
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Kind::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The shape of a refused line that is a JSON object: each field's name
+/// (wiped on drop) and [`Kind`], in order; a repeated name is kept twice.
+struct Shape(Vec<(Zeroizing<String>, Kind)>);
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Shape, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Shape;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Shape, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(k) = m.next_key::<Zeroizing<String>>()? {
+                    let kind = m.next_value::<Kind>()?;
+                    fields.push((k, kind));
+                }
+                Ok(Shape(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl Shape {
+    /// The value of field `name` (the last one, as JSON parsers take it).
+    fn get(&self, name: &str) -> Option<Kind> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, v)| *v)
+    }
+}
+
 /// Explain why a line that the strict decoder refused was refused.
 fn classify(line: &[u8]) -> DecodeError {
-    let value: serde_json::Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
-        Err(_) => {
-            return bad(
-                None,
-                "not valid JSON: a request is one JSON object on one line",
-            )
-        }
-    };
-    let serde_json::Value::Object(map) = value else {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(line).is_err() {
+        return bad(
+            None,
+            "not valid JSON: a request is one JSON object on one line",
+        );
+    }
+    let Ok(map) = serde_json::from_slice::<Shape>(line) else {
         return bad(None, "a request is one JSON object on one line");
     };
     match map.get("v") {
         None => return bad(None, "missing field `v` (the protocol version, 1)"),
-        Some(v) if v.as_u64() != Some(VERSION) => {
+        Some(Kind::Number(Some(VERSION))) => {}
+        Some(_) => {
             return refuse(
                 None,
                 Code::Engine(Status::UnsupportedVersion),
                 "unsupported protocol version: this daemon speaks version 1",
             )
         }
-        Some(_) => {}
     }
-    if let Some(k) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    if let Some((k, _)) = map.0.iter().find(|(k, _)| !FIELDS.contains(&k.as_str())) {
         return bad(None, format!("unknown field {}", sanitise(k)));
     }
-    let op = map
-        .get("op")
-        .and_then(|o| o.as_str())
-        .and_then(Op::from_name);
-    if !map.contains_key("op") {
-        return bad(None, "missing field `op`");
-    }
+    let op = match map.get("op") {
+        None => return bad(None, "missing field `op`"),
+        Some(Kind::Str(op)) => op,
+        Some(_) => None,
+    };
     if let Some(k) = FIELDS[1..]
         .iter()
-        .find(|k| map.get(**k).is_some_and(|v| !v.is_string()))
+        .find(|k| map.get(k).is_some_and(|v| !matches!(v, Kind::Str(_))))
     {
         return bad(op, format!("field `{k}` must be a string"));
     }

@@ -75,6 +75,10 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = hakeys_client::forbid_core_dumps() {
+        eprintln!("teed: cannot forbid core dumps ({e}); refusing to run with plaintexts in a dumpable process");
+        return ExitCode::from(exit_code(ServeErrorKind::Internal));
+    }
     let cli = Cli::parse();
     if cli.check_policy {
         return match Policy::load(&cli.policy) {

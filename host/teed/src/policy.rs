@@ -293,6 +293,29 @@ impl From<Caller> for Who<'static> {
     }
 }
 
+/// Only the owner may change the policy file and its directory, and the
+/// owner must be root (or the user teed itself runs as, for a daemon run by
+/// hand): whoever can write either can grant themselves anything.
+fn check_owned_and_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "{} belongs to uid {}: the policy and its directory must belong to root; chown root it",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by group or others (mode {:o}); chmod go-w it",
+            path.display(),
+            meta.permissions().mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
 /// A loaded, validated policy.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -599,13 +622,14 @@ impl Policy {
         if !meta.is_file() {
             return Err(format!("{} is not a file", path.display()));
         }
-        if meta.permissions().mode() & 0o002 != 0 {
-            return Err(format!(
-                "{} is writable by every user (mode {:o}); chmod o-w it",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            ));
-        }
+        check_owned_and_private(path, &meta)?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir_meta =
+            std::fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        check_owned_and_private(dir, &dir_meta)?;
         let mut bytes = Vec::new();
         f.take(MAX_POLICY_FILE + 1)
             .read_to_end(&mut bytes)
@@ -666,6 +690,37 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_others_could_change_is_refused() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("etc");
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("policy.toml");
+        std::fs::write(&file, "version = 1\n").unwrap();
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(&dir, 0o755);
+        mode(&file, 0o644);
+        assert!(Policy::load(&file).is_ok());
+        mode(&file, 0o664);
+        let e = Policy::load(&file).unwrap_err();
+        assert!(e.contains("writable by group or others"), "{e}");
+        mode(&file, 0o646);
+        assert!(Policy::load(&file).is_err());
+        mode(&file, 0o600);
+        mode(&dir, 0o775);
+        let e = Policy::load(&file).unwrap_err();
+        assert!(e.contains("etc") && e.contains("group or others"), "{e}");
+        mode(&dir, 0o1777);
+        assert!(
+            Policy::load(&file).is_err(),
+            "a sticky world-writable directory too"
+        );
+        mode(&dir, 0o700);
+        assert!(Policy::load(&file).is_ok());
+    }
 
     const HA: Caller = Caller {
         uid: 8123,

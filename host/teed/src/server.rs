@@ -13,7 +13,7 @@
 //! container); the engine pool's session threads; one signal thread.
 
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -363,17 +363,61 @@ fn bind(path: &Path, mode: u32) -> Result<(UnixListener, u64, u64), ServeError> 
             ))
         })?;
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| unavailable(format!("cannot listen on {}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| unavailable(format!("cannot set the mode of {}: {e}", path.display())))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+    check_socket_dir(dir).map_err(unavailable)?;
+    // The socket is created with its final mode: the file-creation mask
+    // is set for the bind alone (before any connection thread exists), so
+    // there is no later chmod by path that a swapped-in symlink could
+    // redirect.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(!mode & 0o777));
+    let bound = UnixListener::bind(path);
+    rustix::process::umask(old);
+    let listener =
+        bound.map_err(|e| unavailable(format!("cannot listen on {}: {e}", path.display())))?;
     let meta = std::fs::symlink_metadata(path)
         .map_err(|e| unavailable(format!("cannot stat {}: {e}", path.display())))?;
+    if !meta.file_type().is_socket() || meta.permissions().mode() & 0o777 != mode {
+        return Err(unavailable(format!(
+            "{} is not the socket teed just created with mode {mode:o}",
+            path.display()
+        )));
+    }
     Ok((listener, meta.dev(), meta.ino()))
+}
+
+/// The socket's directory must be teed's or root's, and writable by no one
+/// else: otherwise another user could replace the socket (or the directory
+/// entry) under teed and take its callers' requests.
+fn check_socket_dir(dir: &Path) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot stat {}: {e}", dir.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "{} belongs to uid {}, not to root or to teed's user: another user could replace the socket",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by group or others (mode {:o}): another user could replace the socket; chmod go-w it",
+            dir.display(),
+            meta.permissions().mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// The daemon serves no one while `boot/` secrets could still be unsealed.

@@ -31,6 +31,10 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = hakeys_client::forbid_core_dumps() {
+        eprintln!("teed-docker-proxy: cannot forbid core dumps: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     teed::logging::init();
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
