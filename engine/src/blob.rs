@@ -12,6 +12,12 @@
 //! - kind 1 (device): IKM = root key, info binds the epoch and namespace;
 //! - kind 2 (sealed to the device's public key offline): IKM = ECDH(ephemeral,
 //!   device) x-coordinate, info binds both public keys and the namespace.
+//!
+//! A kind-2 blob's epoch field is its generation: the board's epoch the
+//! sealer was given with the public key (so `retire` ends it like a device
+//! blob of that epoch), or 0 for an unmarked blob (every kind-2 blob sealed
+//! before generations existed, and any sealed to a bare public key), which
+//! stays accepted until the owner retires unmarked blobs.
 
 use hakeys_proto::{
     BlobBytes, Secret, MAX_BLOB_LEN, MAX_NAMESPACE_LEN, MAX_SECRET_LEN, PUBKEY_LEN,
@@ -41,8 +47,25 @@ const INFO_TO_DEVICE: &[u8] = b"hakeys/v1/blob/to-device\0";
 pub enum Kind {
     /// Sealed inside the engine under the root key of an epoch.
     Device = 1,
-    /// Sealed offline to the device's public key (no epoch; epoch field 0).
+    /// Sealed offline to the device's public key; the epoch field is its
+    /// generation (0: unmarked).
     ToDevice = 2,
+}
+
+impl Kind {
+    /// The kind's number in the blob header and on the wire
+    /// ([`hakeys_proto::BLOB_KIND_DEVICE`], [`hakeys_proto::BLOB_KIND_OFFLINE`]).
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// A lower-case name for people and JSON: `device` or `offline`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Device => "device",
+            Kind::ToDevice => "offline",
+        }
+    }
 }
 
 /// Why a blob was refused. Callers outside the engine see only
@@ -152,7 +175,7 @@ pub fn parse(blob: &[u8]) -> Result<Parsed<'_>, BlobError> {
     let ephemeral = match kind {
         Kind::Device if epoch == 0 => return Err(BlobError::Malformed),
         Kind::Device => None,
-        Kind::ToDevice if epoch != 0 => return Err(BlobError::Malformed),
+        // Any generation; 0 is an unmarked blob.
         Kind::ToDevice => Some(r.take(PUBKEY_LEN)?),
     };
     let (aad, rest) = blob.split_at_checked(r.pos).ok_or(BlobError::Malformed)?;
@@ -277,18 +300,32 @@ pub fn seal_device(
     encrypt_into(header(Kind::Device, ns, epoch, salt, None)?, &kn, plaintext)
 }
 
-/// Seal `plaintext` for `ns` to the device public key `device`, offline.
-/// Draws a fresh ephemeral key and salt from `entropy`.
+/// Seal `plaintext` for `ns` to the device public key `device`, offline,
+/// unmarked (generation 0). Draws a fresh ephemeral key and salt from
+/// `entropy`.
 pub fn seal_to_device<E: Entropy + ?Sized>(
     device: &PublicKey,
     ns: &str,
     plaintext: &[u8],
     entropy: &mut E,
 ) -> Result<BlobBytes, EngineError> {
+    seal_to_device_in(device, ns, plaintext, 0, entropy)
+}
+
+/// Seal `plaintext` for `ns` to the device public key `device`, offline, in
+/// generation `epoch` (the board's epoch published with its key; 0:
+/// unmarked). Draws a fresh ephemeral key and salt from `entropy`.
+pub fn seal_to_device_in<E: Entropy + ?Sized>(
+    device: &PublicKey,
+    ns: &str,
+    plaintext: &[u8],
+    epoch: u32,
+    entropy: &mut E,
+) -> Result<BlobBytes, EngineError> {
     let eph = crypto::generate_secret_key(entropy)?;
     let mut salt = [0u8; SALT_LEN];
     entropy.fill(&mut salt).map_err(|_| EngineError::Entropy)?;
-    seal_to_device_with(device, ns, plaintext, &eph, &salt).map_err(EngineError::Blob)
+    seal_to_device_with_in(device, ns, plaintext, epoch, &eph, &salt).map_err(EngineError::Blob)
 }
 
 /// [`seal_to_device`] with a caller-chosen ephemeral key and salt (for
@@ -300,13 +337,26 @@ pub fn seal_to_device_with(
     eph: &SecretKey,
     salt: &[u8; SALT_LEN],
 ) -> Result<BlobBytes, BlobError> {
+    seal_to_device_with_in(device, ns, plaintext, 0, eph, salt)
+}
+
+/// [`seal_to_device_in`] with a caller-chosen ephemeral key and salt (for
+/// known-answer tests; never reuse an ephemeral key).
+pub fn seal_to_device_with_in(
+    device: &PublicKey,
+    ns: &str,
+    plaintext: &[u8],
+    epoch: u32,
+    eph: &SecretKey,
+    salt: &[u8; SALT_LEN],
+) -> Result<BlobBytes, BlobError> {
     check_input(ns, plaintext)?;
     let eph_pub = crypto::sec1_uncompressed(&eph.public_key());
     let dev_pub = crypto::sec1_uncompressed(device);
     let shared = crypto::ecdh(eph, device);
     let kn = to_device_key_nonce(&shared, salt, &eph_pub, &dev_pub, ns)?;
     encrypt_into(
-        header(Kind::ToDevice, ns, 0, salt, Some(&eph_pub))?,
+        header(Kind::ToDevice, ns, epoch, salt, Some(&eph_pub))?,
         &kn,
         plaintext,
     )

@@ -3,10 +3,9 @@
 
 use aes_gcm::aead::{AeadInOut, KeyInit, Nonce, Tag};
 use aes_gcm::Aes256Gcm;
-use hkdf::Hkdf;
 use p256::elliptic_curve::sec1::ToSec1Point;
 use p256::{PublicKey, SecretKey};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::Entropy;
@@ -30,17 +29,86 @@ impl core::fmt::Display for CryptoError {
 
 impl core::error::Error for CryptoError {}
 
-/// HKDF-SHA256(salt, ikm) expanded over the concatenation of `info` parts
-/// into `okm`.
+/// Length of a SHA-256 output (HashLen in RFC 5869).
+const HASH_LEN: usize = 32;
+/// SHA-256's block length (B in RFC 2104).
+const BLOCK_LEN: usize = 64;
+
+/// HMAC-SHA256 (RFC 2104) of the bytes `data` feeds in, under `key`, into
+/// `out`.
+///
+/// Written here, on `sha2`, rather than taken from `hmac`/`hkdf`, so that
+/// every buffer that holds the key or a value derived from it is ours to
+/// wipe: the padded key and the inner hash are `Zeroizing`, and the SHA-256
+/// states are wiped on drop (`sha2`'s `zeroize` feature). `hmac` 0.13 leaves
+/// the padded key in a local array, and `hkdf` 0.13 drops the
+/// pseudorandom key and every expansion block without wiping them.
+pub(crate) fn hmac_sha256(key: &[u8], data: impl FnOnce(&mut Sha256), out: &mut [u8; HASH_LEN]) {
+    let mut k = Zeroizing::new([0u8; BLOCK_LEN]);
+    if key.len() > BLOCK_LEN {
+        let mut d = Sha256::new();
+        d.update(key);
+        let mut kh = Zeroizing::new([0u8; HASH_LEN]);
+        d.finalize_into((&mut *kh).into());
+        if let Some(dst) = k.get_mut(..HASH_LEN) {
+            dst.copy_from_slice(kh.as_ref());
+        }
+    } else if let Some(dst) = k.get_mut(..key.len()) {
+        dst.copy_from_slice(key);
+    }
+    let mut pad = Zeroizing::new([0u8; BLOCK_LEN]);
+    for (p, b) in pad.iter_mut().zip(k.iter()) {
+        *p = b ^ 0x36;
+    }
+    let mut inner = Sha256::new();
+    inner.update(pad.as_ref());
+    data(&mut inner);
+    let mut inner_hash = Zeroizing::new([0u8; HASH_LEN]);
+    inner.finalize_into((&mut *inner_hash).into());
+    for (p, b) in pad.iter_mut().zip(k.iter()) {
+        *p = b ^ 0x5c;
+    }
+    let mut outer = Sha256::new();
+    outer.update(pad.as_ref());
+    outer.update(inner_hash.as_ref());
+    outer.finalize_into(out.into());
+}
+
+/// HKDF-SHA256 (RFC 5869): extract with `salt` (empty: HashLen zero bytes,
+/// which HMAC pads to the same key) from `ikm`, then expand over the
+/// concatenation of the `info` parts into `okm` (at most 255 × 32 bytes).
+/// The pseudorandom key and every expansion block are wiped.
 pub fn hkdf_sha256(
     salt: &[u8],
     ikm: &[u8],
     info: &[&[u8]],
     okm: &mut [u8],
 ) -> Result<(), CryptoError> {
-    Hkdf::<Sha256>::new(Some(salt), ikm)
-        .expand_multi_info(info, okm)
-        .map_err(|_| CryptoError)
+    if okm.len() > 255 * HASH_LEN {
+        return Err(CryptoError);
+    }
+    let mut prk = Zeroizing::new([0u8; HASH_LEN]);
+    hmac_sha256(salt, |h| h.update(ikm), &mut prk);
+    let mut t = Zeroizing::new([0u8; HASH_LEN]);
+    for (i, chunk) in okm.chunks_mut(HASH_LEN).enumerate() {
+        let counter = u8::try_from(i + 1).map_err(|_| CryptoError)?;
+        let previous = Zeroizing::new(*t);
+        hmac_sha256(
+            prk.as_ref(),
+            |h| {
+                if i > 0 {
+                    h.update(previous.as_ref());
+                }
+                for part in info {
+                    h.update(part);
+                }
+                h.update([counter]);
+            },
+            &mut t,
+        );
+        chunk.copy_from_slice(t.get(..chunk.len()).ok_or(CryptoError)?);
+    }
+    Ok(())
 }
 
 pub(crate) fn derive_key_nonce(

@@ -252,16 +252,19 @@ impl Escrowed {
     /// off the board and epochs above the escrow's own are accepted (they
     /// derive from the same root key). Returns the blob's namespace.
     ///
-    /// In this order: parse (`Blob`); kind 1 with an epoch below the
-    /// escrow's `min_epoch` → `EpochRetired`; derive and decrypt (`Blob`:
-    /// tampered, or sealed by another device).
+    /// In this order: parse (`Blob`); a device blob, or an offline blob of
+    /// a generation (epoch field not 0), with an epoch below the escrow's
+    /// `min_epoch` → `EpochRetired`; derive and decrypt (`Blob`: tampered,
+    /// or sealed by another device). Unmarked offline blobs open: the
+    /// escrow does not record whether the board had retired them.
     pub fn open_blob(&self, blob_bytes: &[u8], out: &mut Secret) -> Result<Namespace, EngineError> {
         let parsed = blob::parse(blob_bytes)?;
+        let marked = parsed.kind == Kind::Device || parsed.epoch != 0;
+        if marked && parsed.epoch < self.min_epoch {
+            return Err(EngineError::EpochRetired);
+        }
         match parsed.kind {
             Kind::Device => {
-                if parsed.epoch < self.min_epoch {
-                    return Err(EngineError::EpochRetired);
-                }
                 blob::open_device(&self.root_key, &parsed, out)?;
             }
             Kind::ToDevice => {

@@ -26,8 +26,8 @@ mod storage;
 
 use hakeys_proto::{
     self as proto, AttestResponse, BlobResponse, EpochResponse, EscrowResponse, InitResponse,
-    PingResponse, PubkeyResponse, RecoveryStatusResponse, Request, Response, Secret, Status,
-    StatusResponse, UnsealResponse,
+    OpenResponse, PingResponse, PubkeyResponse, RecoveryStatusResponse, Request, Response, Secret,
+    Status, StatusResponse, UnsealResponse,
 };
 use p256::SecretKey;
 use zeroize::Zeroize;
@@ -37,7 +37,10 @@ pub use storage::{MemoryStorage, ObjectId, SecureStorage, StorageError, MAX_OBJE
 
 /// Version of the engine, reported by `ping`, `status` and attestation:
 /// `major << 16 | minor << 8 | patch`.
-pub const ENGINE_VERSION: u32 = 0x0001_0000;
+/// 1.1.0: evidence version 2 by a separate attestation key, offline blob
+/// generations and their refusal in `boot/`, `open`, `retire-unmarked`,
+/// `attest-pubkey`.
+pub const ENGINE_VERSION: u32 = 0x0001_0100;
 
 /// The initial epoch of a freshly initialised device.
 pub const FIRST_EPOCH: u32 = 1;
@@ -61,6 +64,26 @@ impl core::fmt::Display for EntropyError {
 
 impl core::error::Error for EntropyError {}
 
+/// What the engine's shell (the OP-TEE TA, the simulator) says about
+/// itself; attestation evidence carries it as claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Platform {
+    /// Which backend this is.
+    pub backend: attest::Backend,
+    /// The trusted application's version (what OP-TEE's anti-rollback
+    /// compares); 0 if there is none.
+    pub ta_version: u32,
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Platform {
+            backend: attest::Backend::Unspecified,
+            ta_version: 0,
+        }
+    }
+}
+
 /// Internal failure reasons. These never cross the boundary as such; they
 /// are mapped onto wire [`Status`] codes by [`EngineError::status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +99,8 @@ pub enum EngineError {
     BootNotAllowed,
     /// `escrow` to a recovery key other than the enrolled one.
     RecoveryKeyMismatch,
+    /// A blob sealed offline where offline blobs are not accepted.
+    OfflineRefused,
     Blob(blob::BlobError),
     Storage(StorageError),
     Entropy,
@@ -99,6 +124,7 @@ impl EngineError {
             EngineError::NamespaceMismatch => Status::NamespaceMismatch,
             EngineError::BootNotAllowed => Status::BootNotAllowed,
             EngineError::RecoveryKeyMismatch => Status::RecoveryKeyMismatch,
+            EngineError::OfflineRefused => Status::OfflineRefused,
             EngineError::Blob(_) => Status::BlobRejected,
             EngineError::Storage(StorageError::Io) => Status::StorageFailure,
             EngineError::Storage(StorageError::Corrupt) => Status::StorageCorrupt,
@@ -121,6 +147,7 @@ impl core::fmt::Display for EngineError {
             EngineError::NamespaceMismatch => "the blob belongs to another namespace",
             EngineError::BootNotAllowed => "boot/ namespaces are resealed only when allowed",
             EngineError::RecoveryKeyMismatch => "another recovery key is enrolled",
+            EngineError::OfflineRefused => "a blob sealed offline is not accepted here",
             EngineError::Blob(_) => "blob rejected",
             EngineError::Storage(_) => "secure storage failed",
             EngineError::Entropy => "the entropy source failed",
@@ -161,6 +188,8 @@ pub struct Engine<S, E> {
     /// Set by `boot-done`; kept in memory only, so it lasts until the TA (or
     /// in the simulator, the boot) ends.
     boot_locked: bool,
+    /// What the shell says it is, for attestation.
+    platform: Platform,
 }
 
 impl<S: SecureStorage, E: Entropy> Engine<S, E> {
@@ -171,7 +200,14 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
             entropy,
             cached: None,
             boot_locked: false,
+            platform: Platform::default(),
         }
+    }
+
+    /// Say what the shell is (backend, TA version), for attestation
+    /// evidence. Until called, evidence claims [`Platform::default`].
+    pub fn set_platform(&mut self, platform: Platform) {
+        self.platform = platform;
     }
 
     /// Put the engine in the post-boot phase, as `boot-done` does. The
@@ -246,9 +282,16 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
                 Ok(Response::BootDone)
             }
             Request::Seal(r) => self.seal(&r.namespace, &r.plaintext).map(Response::Seal),
-            Request::Unseal(r) => self
-                .unseal(&r.blob, r.namespace.as_deref())
-                .map(Response::Unseal),
+            Request::Unseal(r) => self.unseal(&r.blob, r.namespace.as_deref(), true).map(|o| {
+                Response::Unseal(UnsealResponse {
+                    namespace: o.namespace,
+                    plaintext: o.plaintext,
+                })
+            }),
+            Request::Open(r) => self
+                .unseal(&r.blob, r.namespace.as_deref(), r.accept_offline)
+                .map(Response::Open),
+            Request::RetireUnmarked => self.retire_unmarked().map(|()| Response::RetireUnmarked),
             Request::Rewrap(r) => self.rewrap(&r.blob).map(Response::Rewrap),
             Request::Reseal(r) => self
                 .reseal(&r.blob, &r.to, r.allow_boot)
@@ -270,27 +313,49 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
             }
             Request::Pubkey => {
                 let sk = self.device_key()?;
-                let mut sec1 = heapless::Vec::new();
-                sec1.extend_from_slice(&crypto::sec1_uncompressed(&sk.public_key()))
-                    .map_err(|_| EngineError::Internal)?;
-                Ok(Response::Pubkey(PubkeyResponse { sec1 }))
+                Ok(Response::Pubkey(PubkeyResponse {
+                    sec1: sec1_vec(&sk.public_key())?,
+                }))
             }
-            Request::Attest(r) => {
-                let (epoch, min_epoch) = {
-                    let st = self.require()?;
-                    (st.epoch, st.min_epoch)
-                };
-                let sk = self.device_key()?;
-                let claims = attest::Claims {
-                    engine_version: ENGINE_VERSION,
-                    epoch,
-                    min_epoch,
-                };
-                let evidence = attest::sign(&sk, &r.challenge, &claims)
-                    .map_err(|_| EngineError::InvalidArgument)?;
-                Ok(Response::Attest(AttestResponse { evidence }))
+            Request::AttestPubkey => {
+                let sk = self.attestation_key()?;
+                Ok(Response::AttestPubkey(PubkeyResponse {
+                    sec1: sec1_vec(&sk.public_key())?,
+                }))
             }
+            Request::Attest(r) => self.attest(&r.challenge).map(Response::Attest),
         }
+    }
+
+    /// Version-2 evidence for `challenge`, signed by the attestation key
+    /// and hedged with fresh entropy.
+    fn attest(&mut self, challenge: &[u8]) -> Result<AttestResponse, EngineError> {
+        if challenge.is_empty() || challenge.len() > proto::MAX_CHALLENGE_LEN {
+            return Err(EngineError::InvalidArgument);
+        }
+        let mut hedge = zeroize::Zeroizing::new([0u8; attest::HEDGE_LEN]);
+        self.entropy
+            .fill(hedge.as_mut())
+            .map_err(|_| EngineError::Entropy)?;
+        let boot_phase_ended = self.boot_locked;
+        let platform = self.platform;
+        let st = self.require()?;
+        let claims = attest::ClaimsV2 {
+            claims: attest::Claims {
+                engine_version: ENGINE_VERSION,
+                epoch: st.epoch,
+                min_epoch: st.min_epoch,
+            },
+            boot_phase_ended,
+            unmarked_offline_retired: st.unmarked_offline_retired,
+            ta_version: platform.ta_version,
+            backend: platform.backend,
+            sealing_key: crypto::sec1_uncompressed(&self.device_key()?.public_key()),
+        };
+        let key = self.attestation_key()?;
+        let evidence = attest::sign(&key, challenge, &claims, &hedge)
+            .map_err(|_| EngineError::InvalidArgument)?;
+        Ok(AttestResponse { evidence })
     }
 
     /// The state, loading it on first use. `None` if not initialised.
@@ -314,10 +379,18 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         self.load()?.ok_or(EngineError::NotInitialised)
     }
 
+    /// The device key: offline blobs are sealed to its public key (ECDH).
     fn device_key(&mut self) -> Result<SecretKey, EngineError> {
         let st = self.require()?;
         SecretKey::from_slice(&st.device_key)
             .map_err(|_| EngineError::Storage(StorageError::Corrupt))
+    }
+
+    /// The attestation key, derived from the root key: it signs evidence,
+    /// and the device key signs nothing.
+    fn attestation_key(&mut self) -> Result<SecretKey, EngineError> {
+        let st = self.require()?;
+        attest::attestation_key(&st.root_key).map_err(|_| EngineError::Internal)
     }
 
     /// Persist `next` as the successor of the loaded state: into the slot
@@ -368,6 +441,7 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
             epoch: FIRST_EPOCH,
             min_epoch: FIRST_EPOCH,
             recovery: state::NO_RECOVERY_KEY,
+            unmarked_offline_retired: false,
         };
         self.entropy
             .fill(&mut st.root_key)
@@ -458,6 +532,18 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         Ok(resp)
     }
 
+    /// Refuse unmarked blobs sealed offline from now on (one commit the
+    /// first time; nothing to write after).
+    fn retire_unmarked(&mut self) -> Result<(), EngineError> {
+        let st = self.require()?;
+        if st.unmarked_offline_retired {
+            return Ok(());
+        }
+        let mut next = st.clone();
+        next.unmarked_offline_retired = true;
+        self.commit(next)
+    }
+
     fn seal(&mut self, ns: &str, plaintext: &[u8]) -> Result<BlobResponse, EngineError> {
         if !namespace::is_valid(ns) {
             return Err(EngineError::InvalidNamespace);
@@ -471,21 +557,27 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         Ok(BlobResponse { blob })
     }
 
-    /// Authenticate and decrypt a blob, applying the epoch policy. The
-    /// boot-phase and namespace checks are the callers'.
+    /// Authenticate and decrypt a blob, applying the epoch policy: a device
+    /// blob's epoch, an offline blob's generation (its epoch field; 0 is
+    /// unmarked). The boot-phase, namespace and offline-acceptance checks
+    /// are the callers'.
     fn open(&mut self, parsed: &blob::Parsed<'_>, out: &mut Secret) -> Result<(), EngineError> {
-        match parsed.kind {
-            blob::Kind::Device => {
-                let st = self.require()?;
-                if parsed.epoch < st.min_epoch {
-                    return Err(EngineError::EpochRetired);
-                }
-                if parsed.epoch > st.epoch {
-                    // Not sealed by this state: another device or a rolled-back one.
-                    return Err(EngineError::Blob(blob::BlobError::Unauthentic));
-                }
-                blob::open_device(&st.root_key, parsed, out)?;
+        let st = self.require()?;
+        match (parsed.kind, parsed.epoch) {
+            (blob::Kind::ToDevice, 0) if st.unmarked_offline_retired => {
+                return Err(EngineError::EpochRetired)
             }
+            (blob::Kind::ToDevice, 0) => {}
+            (_, epoch) if epoch < st.min_epoch => return Err(EngineError::EpochRetired),
+            // Not sealed by (or for) this state: another device, a rolled
+            // back one, or a generation this board never published.
+            (_, epoch) if epoch > st.epoch => {
+                return Err(EngineError::Blob(blob::BlobError::Unauthentic))
+            }
+            _ => {}
+        }
+        match parsed.kind {
+            blob::Kind::Device => blob::open_device(&st.root_key, parsed, out)?,
             blob::Kind::ToDevice => {
                 let sk = self.device_key()?;
                 blob::open_to_device(&sk, parsed, out)?;
@@ -494,16 +586,24 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         Ok(())
     }
 
+    /// `unseal` and `open`: checks in the order of `engine/SPEC.md` §2,
+    /// "Opening".
     fn unseal(
         &mut self,
         blob_bytes: &[u8],
         expected_ns: Option<&str>,
-    ) -> Result<UnsealResponse, EngineError> {
+        accept_offline: bool,
+    ) -> Result<OpenResponse, EngineError> {
         let parsed = blob::parse(blob_bytes)?;
         if let Some(ns) = expected_ns {
             if ns != parsed.namespace {
                 return Err(EngineError::NamespaceMismatch);
             }
+        }
+        if parsed.kind == blob::Kind::ToDevice
+            && !(accept_offline && namespace::accepts_offline(parsed.namespace))
+        {
+            return Err(EngineError::OfflineRefused);
         }
         if namespace::is_boot(parsed.namespace) {
             if self.boot_locked {
@@ -521,8 +621,10 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         namespace
             .push_str(parsed.namespace)
             .map_err(|_| EngineError::Internal)?;
-        Ok(UnsealResponse {
+        Ok(OpenResponse {
             namespace,
+            kind: parsed.kind.number(),
+            epoch: parsed.epoch,
             plaintext,
         })
     }
@@ -553,6 +655,9 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
             if self.boot_locked {
                 return Err(EngineError::BootLocked);
             }
+        }
+        if parsed.kind == blob::Kind::ToDevice && !namespace::accepts_offline(parsed.namespace) {
+            return Err(EngineError::OfflineRefused);
         }
         let mut plaintext = Secret::new();
         self.open(&parsed, &mut plaintext)?;
@@ -592,6 +697,11 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
     }
 }
 
+/// A public key's uncompressed SEC1 form as a wire field.
+fn sec1_vec(pk: &p256::PublicKey) -> Result<heapless::Vec<u8, { proto::PUBKEY_LEN }>, EngineError> {
+    heapless::Vec::from_slice(&crypto::sec1_uncompressed(pk)).map_err(|_| EngineError::Internal)
+}
+
 /// A P-256 public key given as exactly its 65-byte uncompressed SEC1 form.
 fn uncompressed_point(sec1: &[u8]) -> Result<p256::PublicKey, EngineError> {
     let pk = crypto::parse_public_key(sec1).map_err(|_| EngineError::InvalidArgument)?;
@@ -608,8 +718,10 @@ fn wipe_request(req: &mut Request) {
 }
 
 fn wipe_response(resp: &mut Response) {
-    if let Response::Unseal(r) = resp {
-        r.plaintext.as_mut_slice().zeroize();
+    match resp {
+        Response::Unseal(r) => r.plaintext.as_mut_slice().zeroize(),
+        Response::Open(r) => r.plaintext.as_mut_slice().zeroize(),
+        _ => {}
     }
 }
 

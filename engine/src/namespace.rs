@@ -34,6 +34,17 @@ pub fn is_boot(ns: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// Does `ns` accept blobs sealed offline to the device's public key
+/// (kind 2)? Anyone holding the public key can make one, so a namespace
+/// whose value decides something before anyone can check it refuses them:
+/// the boot namespaces (an offline attacker could otherwise swap the data
+/// partition's key and volume for their own). A blob meant for one is
+/// imported deliberately, by root, with `rewrap` (`teectl rewrap
+/// --import-offline`), which turns it into a device blob.
+pub fn accepts_offline(ns: &str) -> bool {
+    !is_boot(ns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +97,15 @@ mod tests {
         assert!(is_boot("boot"));
         assert!(!is_boot("ha/boot/x"));
         assert!(!is_boot("bootx/y"));
+    }
+
+    #[test]
+    fn offline_blobs_are_refused_in_boot_namespaces_only() {
+        for ns in ["boot", "boot/luks-data", "boot/x/y"] {
+            assert!(!accepts_offline(ns), "{ns}");
+        }
+        for ns in ["ha/core", "addon/x", "bootx", "ha/boot"] {
+            assert!(accepts_offline(ns), "{ns}");
+        }
     }
 }

@@ -3,9 +3,9 @@
 //! atomicity argument in `engine/SPEC.md`, "State layout").
 //!
 //! A slot holds the v1 state record with a sequence number, the enrolled
-//! recovery key's fingerprint (format 3; format 2 had none and is still
-//! read) and a SHA-256 checksum; the valid slot with the highest sequence
-//! number is the state.
+//! recovery key's fingerprint, the offline flags (format 4; formats 3 and 2
+//! had fewer fields and are still read) and a truncated SHA-256 checksum;
+//! the valid slot with the highest sequence number is the state.
 //! A commit writes the slot that does not hold the current state, so a cut
 //! leaves the current state untouched and the other slot old, new or
 //! invalid. The marker records that the device was initialised (and with
@@ -24,7 +24,10 @@ use hakeys_proto::RECOVERY_FINGERPRINT_LEN;
 pub const SLOT_MAGIC: [u8; 4] = *b"HKSL";
 /// Version byte of the slot record this engine writes (the state record
 /// inside stays version 1).
-pub const SLOT_VERSION: u8 = 3;
+pub const SLOT_VERSION: u8 = 4;
+/// Version byte of the slot record of the release with recovery escrow and
+/// before offline generations (no flags; read, never written).
+pub const SLOT_VERSION_3: u8 = 3;
 /// Version byte of the slot record of the release before recovery (no
 /// recovery key; read, never written).
 pub const SLOT_VERSION_2: u8 = 2;
@@ -33,14 +36,22 @@ pub const SLOT_VERSION_2: u8 = 2;
 const SLOT_V2_BODY_LEN: usize = 4 + 1 + 8 + STATE_LEN;
 /// Length of the checksummed part of a format-3 slot: as format 2, then the
 /// recovery key's fingerprint.
-const SLOT_BODY_LEN: usize = SLOT_V2_BODY_LEN + RECOVERY_FINGERPRINT_LEN;
-/// Length of a format-3 slot's checksum (SHA-256 truncated; it detects torn
+const SLOT_V3_BODY_LEN: usize = SLOT_V2_BODY_LEN + RECOVERY_FINGERPRINT_LEN;
+/// Length of a format-3 slot's checksum.
+const SLOT_V3_SUM_LEN: usize = 16;
+/// Length of the checksummed part of a format-4 slot: as format 3, then the
+/// flags byte and three reserved (zero) bytes.
+const SLOT_BODY_LEN: usize = SLOT_V3_BODY_LEN + 4;
+/// Length of a format-4 slot's checksum (SHA-256 truncated; it detects torn
 /// writes and damage, authenticity is the storage's).
-const SLOT_SUM_LEN: usize = 16;
-/// Encoded length of a slot record, formats 2 and 3 alike: an object on
+const SLOT_SUM_LEN: usize = 12;
+/// Encoded length of a slot record, formats 2, 3 and 4 alike: an object on
 /// OP-TEE is rewritten only in place at its length (`engine/SPEC.md` §1.12).
 pub const SLOT_LEN: usize = SLOT_BODY_LEN + SLOT_SUM_LEN;
 const _: () = assert!(SLOT_LEN == SLOT_V2_BODY_LEN + 32);
+const _: () = assert!(SLOT_LEN == SLOT_V3_BODY_LEN + SLOT_V3_SUM_LEN);
+/// Format-4 flag: unmarked blobs sealed offline (generation 0) are refused.
+const FLAG_UNMARKED_OFFLINE_RETIRED: u8 = 0x01;
 /// Magic of the initialisation marker.
 pub const MARKER_MAGIC: [u8; 4] = *b"HKIN";
 /// Version byte of the marker.
@@ -63,11 +74,16 @@ fn concat(out: &mut [u8], parts: &[&[u8]]) {
     }
 }
 
-/// A slot record, format 3: `HKSL || 3 || u64be(seq) || state(73) ||
-/// recovery fingerprint(16) || SHA-256(all before)[0..16]`.
+/// A slot record, format 4: `HKSL || 4 || u64be(seq) || state(73) ||
+/// recovery fingerprint(16) || flags(1) || 00 00 00 || SHA-256(all before)[0..12]`.
 pub(crate) fn encode_slot(seq: u64, st: &State) -> Zeroizing<[u8; SLOT_LEN]> {
     let mut out = Zeroizing::new([0u8; SLOT_LEN]);
     let rec = Zeroizing::new(st.encode());
+    let flags = if st.unmarked_offline_retired {
+        FLAG_UNMARKED_OFFLINE_RETIRED
+    } else {
+        0
+    };
     let (body, sum) = out.split_at_mut(SLOT_BODY_LEN);
     concat(
         body,
@@ -77,11 +93,35 @@ pub(crate) fn encode_slot(seq: u64, st: &State) -> Zeroizing<[u8; SLOT_LEN]> {
             &seq.to_be_bytes(),
             rec.as_ref(),
             &st.recovery,
+            &[flags, 0, 0, 0],
         ],
     );
     if let Some(head) = Sha256::digest(&*body).get(..SLOT_SUM_LEN) {
         sum.copy_from_slice(head);
     }
+    out
+}
+
+/// A slot record, format 3 (`HKSL || 3 || u64be(seq) || state(73) ||
+/// recovery fingerprint(16) || SHA-256(all before)[0..16]`), as the release
+/// before offline generations wrote it. The engine never writes it; tests
+/// build old devices with it.
+#[cfg(test)]
+pub(crate) fn encode_slot_v3(seq: u64, st: &State) -> Zeroizing<[u8; SLOT_LEN]> {
+    let mut out = Zeroizing::new([0u8; SLOT_LEN]);
+    let rec = Zeroizing::new(st.encode());
+    let (body, sum) = out.split_at_mut(SLOT_V3_BODY_LEN);
+    concat(
+        body,
+        &[
+            &SLOT_MAGIC,
+            &[SLOT_VERSION_3],
+            &seq.to_be_bytes(),
+            rec.as_ref(),
+            &st.recovery,
+        ],
+    );
+    sum.copy_from_slice(&Sha256::digest(&*body)[..SLOT_V3_SUM_LEN]);
     out
 }
 
@@ -119,12 +159,13 @@ pub(crate) enum SlotRead {
 }
 
 impl SlotRead {
-    /// Decode the bytes of an existing slot object (format 3, or format 2
-    /// with no recovery key).
+    /// Decode the bytes of an existing slot object (format 4, format 3
+    /// with no flags set, or format 2 with no recovery key either).
     pub(crate) fn decode(bytes: &[u8]) -> SlotRead {
         let header = match bytes.split_first_chunk::<13>() {
             Some(([m0, m1, m2, m3, v, s @ ..], _)) if [*m0, *m1, *m2, *m3] == SLOT_MAGIC => {
-                (*v == SLOT_VERSION || *v == SLOT_VERSION_2).then(|| (*v, u64::from_be_bytes(*s)))
+                matches!(*v, SLOT_VERSION | SLOT_VERSION_3 | SLOT_VERSION_2)
+                    .then(|| (*v, u64::from_be_bytes(*s)))
             }
             _ => None,
         };
@@ -135,23 +176,36 @@ impl SlotRead {
         let Ok(rec) = <&[u8; SLOT_LEN]>::try_from(bytes) else {
             return SlotRead::Invalid { seq };
         };
-        let (body_len, recovery) = if version == SLOT_VERSION {
-            let mut fp = NO_RECOVERY_KEY;
-            match rec.get(SLOT_V2_BODY_LEN..SLOT_BODY_LEN) {
-                Some(f) => fp.copy_from_slice(f),
-                None => return SlotRead::Invalid { seq },
-            }
-            (SLOT_BODY_LEN, fp)
-        } else {
-            (SLOT_V2_BODY_LEN, NO_RECOVERY_KEY)
+        let body_len = match version {
+            SLOT_VERSION => SLOT_BODY_LEN,
+            SLOT_VERSION_3 => SLOT_V3_BODY_LEN,
+            _ => SLOT_V2_BODY_LEN,
         };
         let (body, sum) = rec.split_at(body_len);
         if Sha256::digest(body).get(..sum.len()) != Some(sum) {
             return SlotRead::Invalid { seq };
         }
+        let mut recovery = NO_RECOVERY_KEY;
+        if version != SLOT_VERSION_2 {
+            match body.get(SLOT_V2_BODY_LEN..SLOT_V3_BODY_LEN) {
+                Some(f) => recovery.copy_from_slice(f),
+                None => return SlotRead::Invalid { seq },
+            }
+        }
+        let mut unmarked_offline_retired = false;
+        if version == SLOT_VERSION {
+            match body.get(SLOT_V3_BODY_LEN..SLOT_BODY_LEN) {
+                // Unknown flags and reserved bytes must be zero.
+                Some([flags, 0, 0, 0]) if flags & !FLAG_UNMARKED_OFFLINE_RETIRED == 0 => {
+                    unmarked_offline_retired = flags & FLAG_UNMARKED_OFFLINE_RETIRED != 0;
+                }
+                _ => return SlotRead::Invalid { seq },
+            }
+        }
         match body.get(13..13 + STATE_LEN).map(State::decode) {
             Some(Ok(mut state)) => {
                 state.recovery = recovery;
+                state.unmarked_offline_retired = unmarked_offline_retired;
                 SlotRead::Valid { seq: seq_ok, state }
             }
             _ => SlotRead::Invalid { seq },

@@ -21,9 +21,9 @@ pub const STATE_LEN: usize = 73;
 
 /// The decoded state. Key material is wiped when it is dropped.
 ///
-/// The recovery key's fingerprint is kept in the slot record around the
-/// state record (`engine/SPEC.md` §1.3), not in the record itself, whose
-/// format stays version 1.
+/// The recovery key's fingerprint and the offline flag are kept in the slot
+/// record around the state record (`engine/SPEC.md` §1.3), not in the
+/// record itself, whose format stays version 1.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct State {
     pub(crate) root_key: [u8; 32],
@@ -32,6 +32,10 @@ pub struct State {
     pub(crate) min_epoch: u32,
     /// The enrolled recovery key's fingerprint; all zero: none.
     pub(crate) recovery: Fingerprint,
+    /// Whether unmarked kind-2 blobs (generation 0, `engine/SPEC.md` §2)
+    /// are refused; set once by `retire-unmarked`, never cleared. Kept in
+    /// the slot record (format 4), like the recovery key.
+    pub(crate) unmarked_offline_retired: bool,
 }
 
 /// The stored record does not decode: wrong length, unknown version, an
@@ -63,9 +67,17 @@ impl State {
         (self.recovery != NO_RECOVERY_KEY).then_some(&self.recovery)
     }
 
-    /// Whether `self` and `other` are the same state, recovery key included.
+    /// Whether unmarked blobs sealed offline (generation 0) are refused.
+    pub fn unmarked_offline_retired(&self) -> bool {
+        self.unmarked_offline_retired
+    }
+
+    /// Whether `self` and `other` are the same state, recovery key and
+    /// offline flag included.
     pub(crate) fn same_as(&self, other: &State) -> bool {
-        self.encode() == other.encode() && self.recovery == other.recovery
+        self.encode() == other.encode()
+            && self.recovery == other.recovery
+            && self.unmarked_offline_retired == other.unmarked_offline_retired
     }
 
     pub(crate) fn encode(&self) -> [u8; STATE_LEN] {
@@ -89,6 +101,7 @@ impl State {
             epoch: u32::from_be_bytes([b[65], b[66], b[67], b[68]]),
             min_epoch: u32::from_be_bytes([b[69], b[70], b[71], b[72]]),
             recovery: NO_RECOVERY_KEY,
+            unmarked_offline_retired: false,
         };
         st.root_key.copy_from_slice(&b[1..33]);
         st.device_key.copy_from_slice(&b[33..65]);

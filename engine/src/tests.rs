@@ -139,6 +139,52 @@ pub(crate) fn device_pubkey<S: SecureStorage>(e: &mut Engine<S, TestEntropy>) ->
 // ---------------------------------------------------------------- KATs
 
 #[test]
+fn kat_hmac_sha256_rfc4231() {
+    // RFC 4231 test cases 1, 2 and 6 (a key longer than the block), and a
+    // key of exactly one block (Python's `hmac`).
+    let cases: [(&[u8], &[u8], &str); 4] = [
+        (
+            &[0x0b; 20],
+            b"Hi There",
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+        ),
+        (
+            b"Jefe",
+            b"what do ya want for nothing?",
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+        ),
+        (
+            &[0xaa; 131],
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+        ),
+        (
+            &[0xaa; 64],
+            b"x",
+            "ce3c639dcb9d8baae5d44c3b8b5e233faab4d1860e07489af5c84f213998bd79",
+        ),
+    ];
+    for (key, data, want) in cases {
+        let mut out = [0u8; 32];
+        crypto::hmac_sha256(key, |h| sha2::Digest::update(h, data), &mut out);
+        assert_eq!(out.to_vec(), h(want));
+    }
+}
+
+/// The primitives that hold key material wipe their own state when dropped
+/// (issue 13, item 7): the AES-GCM key schedule and GHASH key (`aes-gcm`'s
+/// `zeroize` feature, forwarded to `aes` and `ghash`), and the SHA-256
+/// states that hold the root key while HKDF extracts from it (`sha2`'s
+/// `zeroize` feature). Without those features this does not compile.
+#[test]
+fn key_holding_primitives_wipe_their_state_on_drop() {
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    wiped_on_drop::<aes_gcm::Aes256Gcm>();
+    wiped_on_drop::<sha2::Sha256>();
+    wiped_on_drop::<p256::SecretKey>();
+}
+
+#[test]
 fn kat_hkdf_sha256_rfc5869() {
     // RFC 5869 A.1 and A.3.
     let mut okm = [0u8; 42];
@@ -323,6 +369,27 @@ fn golden_to_device_blob() {
     let mut out = Secret::new();
     blob::open_to_device(&dev, &p, &mut out).unwrap();
     assert_eq!(&out[..], b"mqtt-password");
+    // Generation 3: the same blob format with the board's epoch in the epoch
+    // field (authenticated as header; the key does not change).
+    let eph = SecretKey::from_slice(&h(EPHEMERAL_SK)).unwrap();
+    let b = blob::seal_to_device_with_in(
+        &dev.public_key(),
+        "addon/mqtt",
+        b"mqtt-password",
+        3,
+        &eph,
+        &SALT,
+    )
+    .unwrap();
+    golden("blob_to_device_gen3_v1", &b);
+    let p = blob::parse(&b).unwrap();
+    assert_eq!((p.kind, p.epoch), (blob::Kind::ToDevice, 3));
+    blob::open_to_device(&dev, &p, &mut out).unwrap();
+    assert_eq!(&out[..], b"mqtt-password");
+    assert_eq!(
+        reference(&["open-to-device", DEVICE_SK, &hex::encode(&b)]),
+        hex::encode(b"mqtt-password")
+    );
 }
 
 #[test]
@@ -333,6 +400,7 @@ fn golden_state_record() {
         epoch: 7,
         min_epoch: 5,
         recovery: crate::state::NO_RECOVERY_KEY,
+        unmarked_offline_retired: false,
     };
     let rec = st.encode();
     golden("state_v1", &rec);
@@ -359,18 +427,76 @@ fn golden_state_record() {
 
 #[test]
 fn golden_evidence() {
+    // Version 1, as the first release made it (deterministic, by the device
+    // key, engine 1.0.0): still verified with the device key.
     let dev = SecretKey::from_slice(&h(DEVICE_SK)).unwrap();
     let claims = attest::Claims {
-        engine_version: ENGINE_VERSION,
+        engine_version: 0x0001_0000,
         epoch: 2,
         min_epoch: 1,
     };
-    let ev = attest::sign(&dev, b"nonce-123", &claims).unwrap();
+    let ev = attest::sign_v1(&dev, b"nonce-123", &claims).unwrap();
     golden("evidence_v1", &ev);
     assert_eq!(
         attest::verify(&dev.public_key(), b"nonce-123", &ev),
-        Ok(claims)
+        Ok(attest::Verified::V1(claims))
     );
+    // Version 2: by the attestation key of ROOT, hedged with 0x44 × 32.
+    let ak = attest::attestation_key(&ROOT).unwrap();
+    let v2 = evidence_v2_claims(&dev);
+    let ev = attest::sign(&ak, b"nonce-123", &v2, &[0x44; 32]).unwrap();
+    golden("evidence_v2", &ev);
+    assert_eq!(&ev[..6], b"HKAT\x02\x09");
+    assert_eq!(ev.len(), 6 + 9 + 12 + 1 + 4 + 1 + 65 + 64);
+    assert_eq!(
+        attest::verify(&ak.public_key(), b"nonce-123", &ev),
+        Ok(attest::Verified::V2(v2))
+    );
+    // The device key signs nothing any more: evidence does not verify with it.
+    assert_eq!(
+        attest::verify(&dev.public_key(), b"nonce-123", &ev),
+        Err(attest::AttestError::BadSignature)
+    );
+}
+
+/// The claims of `tests/golden/evidence_v2.hex`.
+fn evidence_v2_claims(dev: &SecretKey) -> attest::ClaimsV2 {
+    attest::ClaimsV2 {
+        claims: attest::Claims {
+            engine_version: 0x0001_0100,
+            epoch: 7,
+            min_epoch: 5,
+        },
+        boot_phase_ended: true,
+        unmarked_offline_retired: false,
+        ta_version: 0x0001_0100,
+        backend: attest::Backend::OpTee,
+        sealing_key: crypto::sec1_uncompressed(&dev.public_key()),
+    }
+}
+
+#[test]
+fn the_attestation_key_is_derived_from_the_root_key() {
+    let ak = attest::attestation_key(&ROOT).unwrap();
+    // Deterministic, and another root key gives another key.
+    assert_eq!(
+        attest::attestation_key(&ROOT).unwrap().to_bytes(),
+        ak.to_bytes()
+    );
+    assert_ne!(
+        attest::attestation_key(&[0x12; 32]).unwrap().to_bytes(),
+        ak.to_bytes()
+    );
+    // Not the device key of the same state.
+    let mut e = engine(82);
+    let device = device_pubkey(&mut e);
+    let Ok(Response::AttestPubkey(a)) = call(&mut e, Request::AttestPubkey) else {
+        panic!()
+    };
+    assert_ne!(&a.sec1[..], &crypto::sec1_uncompressed(&device)[..]);
+    // The Python implementation derives the same key.
+    let py = reference(&["attestation-key", &hex::encode(ROOT)]);
+    assert_eq!(py, hex::encode(crypto::sec1_uncompressed(&ak.public_key())));
 }
 
 // ---------------------------------------------------------------- negative blob tests
@@ -415,6 +541,155 @@ fn every_single_byte_change_to_a_to_device_blob_is_rejected() {
     let pk = device_pubkey(&mut e);
     let blob = blob::seal_to_device(&pk, "addon/x", b"offline", &mut TestEntropy(99)).unwrap();
     assert_every_byte_change_rejected(&mut e, &blob, b"offline");
+}
+
+#[test]
+fn every_single_byte_change_to_a_marked_offline_blob_is_rejected() {
+    let mut e = engine(4);
+    call(&mut e, Request::Rotate).unwrap();
+    let pk = device_pubkey(&mut e);
+    let blob =
+        blob::seal_to_device_in(&pk, "addon/x", b"offline", 2, &mut TestEntropy(98)).unwrap();
+    assert_every_byte_change_rejected(&mut e, &blob, b"offline");
+}
+
+/// `open`: the blob's kind and epoch with the plaintext.
+fn open_blob<S: SecureStorage>(
+    e: &mut Engine<S, TestEntropy>,
+    blob: &[u8],
+    accept_offline: bool,
+) -> Result<(u8, u32, StdVec<u8>), Status> {
+    let req = Request::Open(proto::OpenRequest {
+        blob: blob.try_into().map_err(|_| Status::TooLarge)?,
+        namespace: None,
+        accept_offline,
+    });
+    match call(e, req)? {
+        Response::Open(r) => Ok((r.kind, r.epoch, r.plaintext.to_vec())),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn rewrap<S: SecureStorage>(
+    e: &mut Engine<S, TestEntropy>,
+    blob: &[u8],
+) -> Result<StdVec<u8>, Status> {
+    let req = Request::Rewrap(RewrapRequest {
+        blob: blob.try_into().map_err(|_| Status::TooLarge)?,
+    });
+    match call(e, req)? {
+        Response::Rewrap(b) => Ok(b.blob.to_vec()),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Issue 13, item 1: anyone holding the public key can seal offline, so
+/// `boot/` (the data partition's key) refuses such blobs; root imports one
+/// deliberately with `rewrap`; `open` reports the kind, and lets a caller
+/// refuse offline blobs where its policy says so.
+#[test]
+fn offline_blobs_are_refused_in_boot_namespaces_and_imported_deliberately() {
+    let mut e = engine(30);
+    let pk = device_pubkey(&mut e);
+    for ns in ["boot/luks-data", "boot"] {
+        let planted = blob::seal_to_device(&pk, ns, b"evil key", &mut TestEntropy(31)).unwrap();
+        assert_eq!(
+            unseal(&mut e, &planted),
+            Err(Status::OfflineRefused),
+            "{ns}"
+        );
+        assert_eq!(
+            open_blob(&mut e, &planted, true),
+            Err(Status::OfflineRefused)
+        );
+        let to = Request::Reseal(proto::ResealRequest {
+            blob: planted.as_slice().try_into().unwrap(),
+            to: crypto::sec1_uncompressed(&pk)[..].try_into().unwrap(),
+            allow_boot: true,
+        });
+        assert_eq!(call(&mut e, to), Err(Status::OfflineRefused));
+        // The deliberate import: a device blob of the current epoch.
+        let imported = rewrap(&mut e, &planted).unwrap();
+        let p = blob::parse(&imported).unwrap();
+        assert_eq!((p.kind, p.namespace, p.epoch), (blob::Kind::Device, ns, 1));
+        assert_eq!(unseal(&mut e, &imported).as_deref(), Ok(&b"evil key"[..]));
+    }
+    // Device blobs in boot/ open as before; the refusal did not end the
+    // boot phase.
+    let luks = seal(&mut e, "boot/luks-data", b"luks");
+    assert_eq!(
+        open_blob(&mut e, &luks, false),
+        Ok((proto::BLOB_KIND_DEVICE, 1, b"luks".to_vec()))
+    );
+    assert!(!e.boot_locked());
+    // Elsewhere offline blobs are accepted, and `open` says which kind it
+    // opened; a caller may refuse them.
+    let offline = blob::seal_to_device(&pk, "ha/core", b"pw", &mut TestEntropy(32)).unwrap();
+    assert_eq!(unseal(&mut e, &offline).as_deref(), Ok(&b"pw"[..]));
+    assert_eq!(
+        open_blob(&mut e, &offline, true),
+        Ok((proto::BLOB_KIND_OFFLINE, 0, b"pw".to_vec()))
+    );
+    assert_eq!(
+        open_blob(&mut e, &offline, false),
+        Err(Status::OfflineRefused)
+    );
+    let device = seal(&mut e, "ha/core", b"pw2");
+    assert_eq!(
+        open_blob(&mut e, &device, false),
+        Ok((proto::BLOB_KIND_DEVICE, 1, b"pw2".to_vec()))
+    );
+}
+
+/// Issue 13, item 2: an offline blob carries a generation (the epoch the
+/// board published with its key) that `retire` ends; unmarked ones (every
+/// offline blob sealed before) keep opening until the owner retires them.
+#[test]
+fn offline_blob_generations_are_retired() {
+    let mut e = engine(40);
+    let pk = device_pubkey(&mut e);
+    let unmarked = blob::seal_to_device(&pk, "ha/core", b"old", &mut TestEntropy(41)).unwrap();
+    let gen1 = blob::seal_to_device_in(&pk, "ha/core", b"one", 1, &mut TestEntropy(42)).unwrap();
+    // A generation the board has not reached is not its own.
+    let gen5 = blob::seal_to_device_in(&pk, "ha/core", b"five", 5, &mut TestEntropy(43)).unwrap();
+    assert_eq!(unseal(&mut e, &gen5), Err(Status::BlobRejected));
+    assert_eq!(
+        open_blob(&mut e, &gen1, true),
+        Ok((proto::BLOB_KIND_OFFLINE, 1, b"one".to_vec()))
+    );
+    call(&mut e, Request::Rotate).unwrap();
+    call(&mut e, Request::Rotate).unwrap();
+    let gen2 = blob::seal_to_device_in(&pk, "ha/core", b"two", 2, &mut TestEntropy(44)).unwrap();
+    call(&mut e, Request::Retire(RetireRequest { below: 2 })).unwrap();
+    assert_eq!(unseal(&mut e, &gen1), Err(Status::EpochRetired));
+    assert_eq!(unseal(&mut e, &gen2).as_deref(), Ok(&b"two"[..]));
+    // Retired offline blobs are not rewrapped either.
+    assert_eq!(rewrap(&mut e, &gen1), Err(Status::EpochRetired));
+    // Unmarked: open after rotate and retire, until retired on their own.
+    assert_eq!(unseal(&mut e, &unmarked).as_deref(), Ok(&b"old"[..]));
+    assert_eq!(
+        call(&mut e, Request::RetireUnmarked),
+        Ok(Response::RetireUnmarked)
+    );
+    assert_eq!(unseal(&mut e, &unmarked), Err(Status::EpochRetired));
+    assert_eq!(rewrap(&mut e, &unmarked), Err(Status::EpochRetired));
+    assert_eq!(unseal(&mut e, &gen2).as_deref(), Ok(&b"two"[..]));
+    // It lasts: a fresh engine on the same storage, and again is a no-op.
+    let stores = e.storage_mut().stores;
+    assert_eq!(
+        call(&mut e, Request::RetireUnmarked),
+        Ok(Response::RetireUnmarked)
+    );
+    assert_eq!(e.storage_mut().stores, stores, "nothing to write");
+    let mut again = Engine::new(e.storage_mut().clone(), TestEntropy(45));
+    assert_eq!(unseal(&mut again, &unmarked), Err(Status::EpochRetired));
+    assert_eq!(unseal(&mut again, &gen2).as_deref(), Ok(&b"two"[..]));
+    // Not initialised: nothing to retire.
+    let mut fresh = Engine::new(MemStorage::default(), TestEntropy(46));
+    assert_eq!(
+        call(&mut fresh, Request::RetireUnmarked),
+        Err(Status::NotInitialised)
+    );
 }
 
 #[test]
@@ -670,36 +945,67 @@ fn seal_input_validation() {
     assert_eq!(unseal(&mut e, &blob).unwrap(), max.to_vec());
 }
 
+fn attest_pubkey<S: SecureStorage>(e: &mut Engine<S, TestEntropy>) -> p256::PublicKey {
+    match call(e, Request::AttestPubkey) {
+        Ok(Response::AttestPubkey(p)) => {
+            p256::PublicKey::from_sec1_bytes(&p.sec1).expect("valid point")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn attest<S: SecureStorage>(e: &mut Engine<S, TestEntropy>, challenge: &[u8]) -> StdVec<u8> {
+    let req = Request::Attest(AttestRequest {
+        challenge: challenge.try_into().unwrap(),
+    });
+    match call(e, req) {
+        Ok(Response::Attest(a)) => a.evidence.to_vec(),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn attestation_round_trip_and_failures() {
     let mut e = engine(80);
-    let pk = device_pubkey(&mut e);
-    let req = Request::Attest(AttestRequest {
-        challenge: (&b"abc"[..]).try_into().unwrap(),
+    e.set_platform(Platform {
+        backend: attest::Backend::Simulator,
+        ta_version: 0,
     });
-    let Ok(Response::Attest(a)) = call(&mut e, req) else {
-        panic!()
-    };
-    let claims = attest::verify(&pk, b"abc", &a.evidence).unwrap();
+    let pk = attest_pubkey(&mut e);
+    let sealing = device_pubkey(&mut e);
+    let evidence = attest(&mut e, b"abc");
+    let claims = attest::verify(&pk, b"abc", &evidence).unwrap();
     assert_eq!(
         claims,
-        attest::Claims {
-            engine_version: ENGINE_VERSION,
-            epoch: 1,
-            min_epoch: 1
-        }
+        attest::Verified::V2(attest::ClaimsV2 {
+            claims: attest::Claims {
+                engine_version: ENGINE_VERSION,
+                epoch: 1,
+                min_epoch: 1
+            },
+            boot_phase_ended: false,
+            unmarked_offline_retired: false,
+            ta_version: 0,
+            backend: attest::Backend::Simulator,
+            sealing_key: crypto::sec1_uncompressed(&sealing),
+        })
     );
     assert_eq!(
-        attest::verify(&pk, b"abd", &a.evidence),
+        attest::verify(&pk, b"abd", &evidence),
         Err(attest::AttestError::ChallengeMismatch)
     );
-    let other = device_pubkey(&mut engine(81));
+    let other = attest_pubkey(&mut engine(81));
     assert_eq!(
-        attest::verify(&other, b"abc", &a.evidence),
+        attest::verify(&other, b"abc", &evidence),
         Err(attest::AttestError::BadSignature)
     );
-    for i in 0..a.evidence.len() {
-        let mut t = a.evidence.clone();
+    // The device key (the sealing key) does not sign evidence.
+    assert_eq!(
+        attest::verify(&sealing, b"abc", &evidence),
+        Err(attest::AttestError::BadSignature)
+    );
+    for i in 0..evidence.len() {
+        let mut t = evidence.clone();
         t[i] ^= 1;
         assert!(
             attest::verify(&pk, b"abc", &t).is_err(),
@@ -710,9 +1016,70 @@ fn attestation_round_trip_and_failures() {
         challenge: heapless::Vec::new(),
     });
     assert_eq!(call(&mut e, empty), Err(Status::InvalidArgument));
+    // The claims follow the state: boot phase, unmarked offline blobs retired.
+    call(&mut e, Request::BootDone).unwrap();
+    call(&mut e, Request::RetireUnmarked).unwrap();
+    let Ok(attest::Verified::V2(c)) = attest::verify(&pk, b"abc", &attest(&mut e, b"abc")) else {
+        panic!()
+    };
+    assert!(c.boot_phase_ended && c.unmarked_offline_retired);
 }
 
-// ---------------------------------------------------------------- wire robustness
+#[test]
+fn attestation_signatures_are_hedged() {
+    // The same challenge from the same state twice: the signed bytes are
+    // equal, the signatures are not (RFC 6979 with fresh added randomness),
+    // and both verify.
+    let mut e = engine(83);
+    let pk = attest_pubkey(&mut e);
+    let a = attest(&mut e, b"same");
+    let b = attest(&mut e, b"same");
+    let split = a.len() - attest::SIGNATURE_LEN;
+    assert_eq!(a[..split], b[..split]);
+    assert_ne!(a[split..], b[split..]);
+    assert!(attest::verify(&pk, b"same", &a).is_ok());
+    assert!(attest::verify(&pk, b"same", &b).is_ok());
+    // No added randomness is plain RFC 6979, as p256's deterministic signer
+    // makes it (whose RFC 6979 vectors `kat_ecdsa_p256_rfc6979` checks): the
+    // signing path is the one `attest::sign` takes.
+    let sk = SecretKey::from_slice(&h(DEVICE_SK)).unwrap();
+    let plain = attest::sign_v1(
+        &sk,
+        b"c",
+        &attest::Claims {
+            engine_version: 0,
+            epoch: 1,
+            min_epoch: 1,
+        },
+    )
+    .unwrap();
+    use p256::ecdsa::signature::Signer;
+    let want: p256::ecdsa::Signature =
+        p256::ecdsa::SigningKey::from(&sk).sign(&plain[..plain.len() - 64]);
+    assert_eq!(&plain[plain.len() - 64..], &want.to_bytes()[..]);
+}
+
+#[test]
+fn old_verifiers_refuse_version_2_evidence() {
+    // A verifier of the first release reads byte 4 and accepts only 1; the
+    // version-1 rules of this verifier are that verifier's rules.
+    let mut e = engine(84);
+    let ev = attest(&mut e, b"abc");
+    assert_eq!(ev[4], attest::EVIDENCE_VERSION);
+    let mut as_v1 = ev.clone();
+    as_v1[4] = attest::EVIDENCE_VERSION_1;
+    assert_eq!(
+        attest::verify(&attest_pubkey(&mut e), b"abc", &as_v1),
+        Err(attest::AttestError::Malformed)
+    );
+    // Versions neither 1 nor 2 are refused.
+    let mut v3 = ev;
+    v3[4] = 3;
+    assert_eq!(
+        attest::verify(&attest_pubkey(&mut e), b"abc", &v3),
+        Err(attest::AttestError::Malformed)
+    );
+}
 
 #[test]
 fn garbage_requests_get_error_responses() {
@@ -824,13 +1191,24 @@ fn an_independent_implementation_reads_and_writes_the_formats() {
     let mut out = Secret::new();
     blob::open_to_device(&dev, &p, &mut out).unwrap();
     assert_eq!(&out[..], b"from python");
+    let sealed = h(&reference(&[
+        "seal-to-device",
+        &dev_pub,
+        "ha/core",
+        &hex::encode(b"generation 4"),
+        "4",
+    ]));
+    let p = blob::parse(&sealed).unwrap();
+    assert_eq!((p.kind, p.epoch), (blob::Kind::ToDevice, 4));
+    blob::open_to_device(&dev, &p, &mut out).unwrap();
+    assert_eq!(&out[..], b"generation 4");
 
     let claims = attest::Claims {
-        engine_version: ENGINE_VERSION,
+        engine_version: 0x0001_0000,
         epoch: 2,
         min_epoch: 1,
     };
-    let ev = attest::sign(&dev, b"nonce-123", &claims).unwrap();
+    let ev = attest::sign_v1(&dev, b"nonce-123", &claims).unwrap();
     assert_eq!(
         reference(&[
             "verify-evidence",
@@ -838,6 +1216,19 @@ fn an_independent_implementation_reads_and_writes_the_formats() {
             &hex::encode(b"nonce-123"),
             &hex::encode(&ev)
         ]),
-        std::format!("{ENGINE_VERSION} 2 1")
+        std::format!("1 {} 2 1", 0x0001_0000)
+    );
+    // Version 2, by the attestation key, hedged: the reference verifies it
+    // and reads every claim.
+    let ak = attest::attestation_key(&ROOT).unwrap();
+    let ev = attest::sign(&ak, b"nonce-123", &evidence_v2_claims(&dev), &[0x55; 32]).unwrap();
+    assert_eq!(
+        reference(&[
+            "verify-evidence",
+            &hex::encode(crypto::sec1_uncompressed(&ak.public_key())),
+            &hex::encode(b"nonce-123"),
+            &hex::encode(&ev)
+        ]),
+        std::format!("2 {} 7 5 1 0 {} 1 {dev_pub}", 0x0001_0100, 0x0001_0100)
     );
 }

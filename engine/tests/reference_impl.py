@@ -5,9 +5,13 @@ the Rust engine's golden fixtures. Usage:
 
   reference_impl.py open-device ROOT_KEY_HEX BLOB_HEX      -> plaintext hex
   reference_impl.py open-to-device DEVICE_SK_HEX BLOB_HEX  -> plaintext hex
-  reference_impl.py seal-to-device DEVICE_PUB_HEX NS PLAINTEXT_HEX -> blob hex
-  reference_impl.py verify-evidence DEVICE_PUB_HEX CHALLENGE_HEX EVIDENCE_HEX -> "version epoch min_epoch"
-  reference_impl.py read-slot SLOT_HEX                      -> "seq epoch min_epoch recovery_fp_hex|-" (fails if invalid)
+  reference_impl.py seal-to-device DEVICE_PUB_HEX NS PLAINTEXT_HEX [GENERATION] -> blob hex
+  reference_impl.py verify-evidence PUB_HEX CHALLENGE_HEX EVIDENCE_HEX
+      -> "1 engine_version epoch min_epoch" (version 1, PUB = device key) or
+         "2 engine_version epoch min_epoch boot_ended unmarked_retired ta_version backend sealing_key_hex"
+         (version 2, PUB = attestation key)
+  reference_impl.py attestation-key ROOT_KEY_HEX           -> attestation public key hex
+  reference_impl.py read-slot SLOT_HEX                      -> "seq epoch min_epoch recovery_fp_hex|- unmarked-retired|-" (fails if invalid)
   reference_impl.py marker DEVICE_SK_HEX                    -> marker hex
   reference_impl.py open-escrow-hex RECOVERY_SK_HEX ESCROW_HEX -> "epoch min_epoch root_hex device_sk_hex"
   reference_impl.py open-escrow KEY_FILE ESCROW_FILE        -> "epoch min_epoch device_pub_hex"
@@ -34,6 +38,7 @@ from cryptography.hazmat.primitives import serialization
 INFO_DEVICE = b"hakeys/v1/blob/device\0"
 INFO_TO_DEVICE = b"hakeys/v1/blob/to-device\0"
 INFO_ESCROW = b"hakeys/v1/escrow\0"
+INFO_ATTESTATION_KEY = b"hakeys/v1/attestation-key\0"
 CODE_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 CODE_TAG = b"hakeys/v1/recovery-code\0"
 N_P256 = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -71,8 +76,10 @@ def open_device(root, blob):
 
 
 def open_to_device(sk_int, blob):
+    # Any generation (the epoch field; 0 is unmarked): it is authenticated
+    # as part of the header, the key does not depend on it.
     kind, ns, epoch, salt, eph, aad, body = parse(blob)
-    assert kind == 2 and epoch == 0
+    assert kind == 2
     sk = ec.derive_private_key(sk_int, ec.SECP256R1())
     eph_pk = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), eph)
     shared = sk.exchange(ec.ECDH(), eph_pk)
@@ -81,41 +88,68 @@ def open_to_device(sk_int, blob):
     return AESGCM(key).decrypt(nonce, body, aad)
 
 
-def seal_to_device(dev_pub, ns, pt):
+def seal_to_device(dev_pub, ns, pt, epoch=0):
     dev = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), dev_pub)
     eph_sk = ec.generate_private_key(ec.SECP256R1())
     eph = pub_bytes(eph_sk.public_key())
     salt = os.urandom(16)
     shared = eph_sk.exchange(ec.ECDH(), dev)
-    header = b"HKSB" + bytes([1, 2, len(ns)]) + ns + struct.pack(">I", 0) + salt + eph
+    header = b"HKSB" + bytes([1, 2, len(ns)]) + ns + struct.pack(">I", epoch) + salt + eph
     key, nonce = hkdf44(salt, shared, INFO_TO_DEVICE + eph + pub_bytes(dev) + bytes([len(ns)]) + ns)
     return header + AESGCM(key).encrypt(nonce, pt, header)
 
 
-def verify_evidence(dev_pub, challenge, ev):
+def verify_evidence(pub, challenge, ev):
+    """Evidence (engine/SPEC.md §3), version 1 or 2, against the key the
+    verifier trusts: the claims as a tuple starting with the version."""
     signed, sig = ev[:-64], ev[-64:]
-    assert signed[:4] == b"HKAT" and signed[4] == 1
+    assert signed[:4] == b"HKAT" and signed[4] in (1, 2), "not evidence of a known version"
     clen = signed[5]
     assert signed[6:6 + clen] == challenge, "challenge mismatch"
-    assert len(signed) == 6 + clen + 12
-    version, epoch, min_epoch = struct.unpack(">III", signed[6 + clen:])
+    claims = signed[6 + clen:]
     r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
-    pk = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), dev_pub)
+    pk = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), pub)
     pk.verify(encode_dss_signature(r, s), signed, ec.ECDSA(hashes.SHA256()))
-    return version, epoch, min_epoch
+    if signed[4] == 1:
+        assert len(claims) == 12
+        return (1,) + struct.unpack(">III", claims)
+    assert len(claims) == 12 + 1 + 4 + 1 + 65
+    version, epoch, min_epoch, flags, ta_version, backend = struct.unpack(">IIIBIB", claims[:18])
+    assert flags & ~3 == 0 and backend in (0, 1, 2)
+    return (2, version, epoch, min_epoch, flags & 1, (flags >> 1) & 1, ta_version, backend,
+            claims[18:].hex())
+
+
+def attestation_key(root):
+    """The attestation key derived from a root key (engine/SPEC.md §3.1)."""
+    for counter in range(8):
+        okm = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                   info=INFO_ATTESTATION_KEY + bytes([counter])).derive(root)
+        d = int.from_bytes(okm, "big")
+        if 1 <= d < N_P256:
+            return ec.derive_private_key(d, ec.SECP256R1())
+    raise AssertionError("no scalar")
 
 
 def read_slot(rec):
-    """A slot record (engine/SPEC.md, "Slot record"), format 2 or 3: seq,
-    epochs and the recovery key's fingerprint (None in format 2 or if none)."""
+    """A slot record (engine/SPEC.md, "Slot record"), format 2, 3 or 4: seq,
+    epochs, the recovery key's fingerprint (None in format 2 or if none)
+    and whether unmarked offline blobs are retired (format 4's flag)."""
     assert len(rec) == 118, "length"
-    assert rec[:4] == b"HKSL" and rec[4] in (2, 3), "magic or version"
+    assert rec[:4] == b"HKSL" and rec[4] in (2, 3, 4), "magic or version"
+    retired = False
     if rec[4] == 2:
         assert hashlib.sha256(rec[:86]).digest() == rec[86:], "checksum"
         fp = None
-    else:
+    elif rec[4] == 3:
         assert hashlib.sha256(rec[:102]).digest()[:16] == rec[102:], "checksum"
         fp = rec[86:102] if rec[86:102] != bytes(16) else None
+    else:
+        assert hashlib.sha256(rec[:106]).digest()[:12] == rec[106:], "checksum"
+        fp = rec[86:102] if rec[86:102] != bytes(16) else None
+        flags = rec[102]
+        assert flags & ~1 == 0 and rec[103:106] == bytes(3), "flags and reserved bytes"
+        retired = bool(flags & 1)
     (seq,) = struct.unpack(">Q", rec[5:13])
     state = rec[13:86]
     assert state[0] == 1, "state version"
@@ -123,7 +157,7 @@ def read_slot(rec):
     ec.derive_private_key(d, ec.SECP256R1())  # refuses 0 and values >= n
     epoch, min_epoch = struct.unpack(">II", state[65:73])
     assert 1 <= min_epoch <= epoch, "epochs"
-    return seq, epoch, min_epoch, fp
+    return seq, epoch, min_epoch, fp, retired
 
 
 def point(b):
@@ -159,9 +193,11 @@ def recover(rsk, escrow, blob):
     """Open a blob of the escrowed device, applying the escrow's floor."""
     root, dsk, _, min_epoch = open_escrow(rsk, escrow)
     kind, _, epoch, _, _, _, _ = parse(blob)
+    # A device blob's epoch, an offline blob's generation (0: unmarked,
+    # which the escrow cannot refuse: it does not record the board's flag).
+    if (kind == 1 or epoch != 0) and epoch < min_epoch:
+        raise Retired()
     if kind == 1:
-        if epoch < min_epoch:
-            raise Retired()
         return open_device(root, blob)
     return open_to_device(dsk, blob)
 
@@ -222,12 +258,16 @@ def main(argv):
     elif cmd == "open-to-device":
         print(open_to_device(int(args[0], 16), x(args[1])).hex())
     elif cmd == "seal-to-device":
-        print(seal_to_device(x(args[0]), args[1].encode(), x(args[2])).hex())
+        epoch = int(args[3]) if len(args) > 3 else 0
+        print(seal_to_device(x(args[0]), args[1].encode(), x(args[2]), epoch).hex())
     elif cmd == "verify-evidence":
-        print("%d %d %d" % verify_evidence(x(args[0]), x(args[1]), x(args[2])))
+        print(" ".join(str(c) for c in verify_evidence(x(args[0]), x(args[1]), x(args[2]))))
+    elif cmd == "attestation-key":
+        print(pub_bytes(attestation_key(x(args[0])).public_key()).hex())
     elif cmd == "read-slot":
-        seq, epoch, min_epoch, fp = read_slot(x(args[0]))
-        print("%d %d %d %s" % (seq, epoch, min_epoch, fp.hex() if fp else "-"))
+        seq, epoch, min_epoch, fp, retired = read_slot(x(args[0]))
+        print("%d %d %d %s %s" % (seq, epoch, min_epoch, fp.hex() if fp else "-",
+                                  "unmarked-retired" if retired else "-"))
     elif cmd == "open-escrow-hex":
         rsk = ec.derive_private_key(int(args[0], 16), ec.SECP256R1())
         root, dsk, epoch, min_epoch = open_escrow(rsk, x(args[1]))

@@ -133,6 +133,11 @@ status_table! {
     /// and no replacement allowed (only during the boot phase).
     RecoveryKeyMismatch = 17, "recovery_key_mismatch",
         "refused: this device exports escrow only to the recovery key it enrolled first";
+    /// A blob sealed offline to the device's public key (kind 2) in a
+    /// namespace that does not accept them (`boot/`), or where the caller
+    /// asked for device blobs only.
+    OfflineRefused = 18, "offline_refused",
+        "refused: a blob sealed offline is not accepted in this namespace (import it deliberately with teectl rewrap --import-offline)";
 }
 
 // The operations, in numeric order. `(T)` is a body carried by the enum
@@ -158,6 +163,8 @@ operation_table! {
     /// storage holds: every blob sealed so far becomes unopenable. The only
     /// way to leave a device whose state is lost (`StorageCorrupt`).
     InitNewIdentity = 0x0105, "init-new-identity" => InitNewIdentityRequest -> (InitResponse);
+    /// Refuse unmarked blobs sealed offline (generation 0) from now on.
+    RetireUnmarked = 0x0106, "retire-unmarked" => RetireUnmarkedRequest -> ();
     // 0x02: sealing
     /// Encrypt a secret for a namespace.
     Seal = 0x0201, "seal" => (SealRequest) -> (BlobResponse);
@@ -168,11 +175,16 @@ operation_table! {
     /// Open a blob inside the engine and seal it to another device's
     /// public key (a kind-2 blob, same namespace).
     Reseal = 0x0204, "reseal" => (ResealRequest) -> (BlobResponse);
+    /// Open a blob, answering its kind and epoch with the plaintext
+    /// (`unseal` plus what the caller needs to judge where it came from).
+    Open = 0x0205, "open" => (OpenRequest) -> (OpenResponse);
     // 0x03: device identity
-    /// The device public key.
+    /// The device public key: offline blobs are sealed to it (ECDH only).
     Pubkey = 0x0301, "pubkey" => PubkeyRequest -> (PubkeyResponse);
-    /// Sign a challenge with the device key.
+    /// Sign a challenge with the attestation key (evidence version 2).
     Attest = 0x0302, "attest" => (AttestRequest) -> (AttestResponse);
+    /// The attestation public key, which signs evidence (and nothing else).
+    AttestPubkey = 0x0303, "attest-pubkey" => AttestPubkeyRequest -> (PubkeyResponse);
     // 0x04: recovery
     /// Export the root key and device key sealed to a recovery public key;
     /// the first escrow enrols that key.
@@ -188,9 +200,10 @@ operation_table! {
 /// opcode: the body structs ([`SealRequest`], [`RetireRequest`], ...) and,
 /// for operations whose request has no body, the unit structs
 /// [`PingRequest`], [`StatusRequest`], [`InitRequest`], [`RotateRequest`],
-/// [`BootDoneRequest`], [`InitNewIdentityRequest`], [`PubkeyRequest`] and
-/// [`RecoveryStatusRequest`]. `BootDone`'s response has no
-/// body: its `Response` is `()`. A client written against this trait cannot
+/// [`BootDoneRequest`], [`InitNewIdentityRequest`],
+/// [`RetireUnmarkedRequest`], [`PubkeyRequest`], [`AttestPubkeyRequest`] and
+/// [`RecoveryStatusRequest`]. `BootDone`'s and `RetireUnmarked`'s responses
+/// have no body: their `Response` is `()`. A client written against this trait cannot
 /// take the answer to one operation for the answer to another:
 ///
 /// ```
@@ -245,6 +258,17 @@ pub struct UnsealRequest {
     pub namespace: Option<Namespace>,
 }
 
+/// `Open`: open `blob` as `Unseal` does, and answer its kind and epoch.
+/// When `namespace` is set, the blob must belong to exactly that namespace;
+/// when `accept_offline` is false, a blob sealed offline (kind 2) is refused
+/// in every namespace (it always is in `boot/`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenRequest {
+    pub blob: BlobBytes,
+    pub namespace: Option<Namespace>,
+    pub accept_offline: bool,
+}
+
 /// `Rewrap`: re-seal `blob` under the current epoch without releasing the
 /// plaintext. Also turns a blob sealed to the device's public key into an
 /// ordinary device blob.
@@ -272,7 +296,7 @@ pub struct EscrowRequest {
     pub replace: bool,
 }
 
-/// `Attest`: sign `challenge` with the device key.
+/// `Attest`: sign `challenge` with the attestation key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttestRequest {
     pub challenge: Vec<u8, MAX_CHALLENGE_LEN>,
@@ -324,7 +348,25 @@ pub struct UnsealResponse {
     pub plaintext: Secret,
 }
 
+/// Blob kind 1: sealed inside the engine under the root key of an epoch.
+pub const BLOB_KIND_DEVICE: u8 = 1;
+/// Blob kind 2: sealed offline to the device's public key, by anyone who
+/// holds it.
+pub const BLOB_KIND_OFFLINE: u8 = 2;
+
+/// `Open` reply: what `Unseal` answers, and the blob's authenticated kind
+/// ([`BLOB_KIND_DEVICE`] or [`BLOB_KIND_OFFLINE`]) and epoch (a device
+/// blob's epoch; an offline blob's generation, 0 if unmarked).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenResponse {
+    pub namespace: Namespace,
+    pub kind: u8,
+    pub epoch: u32,
+    pub plaintext: Secret,
+}
+
 /// `Pubkey` reply: the device key, uncompressed SEC1 (65 bytes).
+/// `AttestPubkey` reply: the attestation key, in the same form.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PubkeyResponse {
     pub sec1: Vec<u8, PUBKEY_LEN>,

@@ -148,6 +148,82 @@ fn recovery_samples() -> (StdVec<Request>, StdVec<Response>) {
     )
 }
 
+/// Messages added with engine 1.1.0 (issue 13): `retire-unmarked`, `open`,
+/// `attest-pubkey`, pinned by `tests/golden/wire_v1_engine_1_1.txt`.
+fn engine_1_1_samples() -> (StdVec<Request>, StdVec<Response>) {
+    (
+        std::vec![
+            Request::RetireUnmarked,
+            Request::Open(OpenRequest {
+                blob: (&[1u8, 2, 3][..]).try_into().unwrap(),
+                namespace: None,
+                accept_offline: true,
+            }),
+            Request::Open(OpenRequest {
+                blob: (&[9u8][..]).try_into().unwrap(),
+                namespace: Some("boot/luks-data".try_into().unwrap()),
+                accept_offline: false,
+            }),
+            Request::AttestPubkey,
+        ],
+        std::vec![
+            Response::RetireUnmarked,
+            Response::Open(OpenResponse {
+                namespace: "ha/core".try_into().unwrap(),
+                kind: BLOB_KIND_DEVICE,
+                epoch: 3,
+                plaintext: (&b"pw"[..]).try_into().unwrap(),
+            }),
+            Response::Open(OpenResponse {
+                namespace: "addon/x".try_into().unwrap(),
+                kind: BLOB_KIND_OFFLINE,
+                epoch: 0,
+                plaintext: (&b"x"[..]).try_into().unwrap(),
+            }),
+            Response::AttestPubkey(PubkeyResponse {
+                sec1: (&[4u8; 65][..]).try_into().unwrap()
+            }),
+        ],
+    )
+}
+
+/// `tests/golden/wire_v1_engine_1_1.txt` (`HAKEYS_BLESS=1` rewrites it),
+/// and the error of the status added with them.
+#[test]
+fn golden_wire_bytes_of_engine_1_1_operations() {
+    let (reqs, resps) = engine_1_1_samples();
+    let mut text = golden_lines(&reqs, &resps);
+    let mut buf = [0u8; 16];
+    let n = encode_error(Opcode::Open as u16, Status::OfflineRefused, &mut buf).unwrap();
+    text += &std::format!("error-open-offline-refused {}\n", hex::encode(&buf[..n]));
+    check_golden("wire_v1_engine_1_1.txt", &text);
+    // The layout as proto/SPEC.md states it: blob, namespace option, flag;
+    // namespace, kind byte, epoch varint, plaintext.
+    let b = enc_req(&reqs[1]);
+    assert_eq!(&b[..8], b"HKRQ\x01\x00\x05\x02");
+    assert_eq!(&b[8..], [3, 1, 2, 3, 0, 1]);
+    let r = enc_resp(&resps[1]);
+    assert_eq!(&r[..10], b"HKRS\x01\x00\x05\x02\x00\x00");
+    assert_eq!(&r[10..], b"\x07ha/core\x01\x03\x02pw");
+    assert_eq!(&buf[8..n], [18, 0]);
+    assert_eq!(
+        Status::from_name("offline_refused"),
+        Some(Status::OfflineRefused)
+    );
+    // Body-less: a byte after the header is refused; the flag is 0 or 1.
+    assert_eq!(
+        decode_request(b"HKRQ\x01\x00\x06\x01\x00"),
+        Err(WireError::TrailingBytes)
+    );
+    assert_eq!(
+        decode_request(b"HKRQ\x01\x00\x03\x03\x00"),
+        Err(WireError::TrailingBytes)
+    );
+    let mut bad = b.clone();
+    *bad.last_mut().unwrap() = 2;
+    assert_eq!(decode_request(&bad), Err(WireError::BadBody));
+}
+
 /// Render `reqs` and `resps` as `name hex` lines, checking that each
 /// decodes back to itself.
 fn golden_lines(reqs: &[Request], resps: &[Response]) -> StdString {
@@ -412,12 +488,15 @@ fn opcode_table_is_ordered_and_named() {
             "retire",
             "boot-done",
             "init-new-identity",
+            "retire-unmarked",
             "seal",
             "unseal",
             "rewrap",
             "reseal",
+            "open",
             "pubkey",
             "attest",
+            "attest-pubkey",
             "escrow",
             "recovery-status"
         ]
@@ -429,7 +508,7 @@ fn opcode_table_is_ordered_and_named() {
         );
     }
     assert_eq!(Opcode::from_u16(0), None);
-    assert_eq!(Opcode::from_u16(0x0303), None);
+    assert_eq!(Opcode::from_u16(0x0304), None);
 }
 
 /// The snake_case status names are the daemon's public wire contract
@@ -455,6 +534,7 @@ fn status_names_are_the_wire_contract() {
         (Status::Busy, "busy"),
         (Status::BootNotAllowed, "boot_not_allowed"),
         (Status::RecoveryKeyMismatch, "recovery_key_mismatch"),
+        (Status::OfflineRefused, "offline_refused"),
     ];
     assert_eq!(Status::ALL.len(), expected.len());
     for (s, (want, name)) in Status::ALL.iter().zip(expected) {
@@ -475,7 +555,7 @@ fn status_names_are_the_wire_contract() {
     ] {
         assert_eq!(Status::from_name(bad), None, "{bad:?}");
     }
-    assert_eq!(Status::from_u16(18), None);
+    assert_eq!(Status::from_u16(19), None);
     assert_eq!(
         Status::NotInitialised.message(),
         "device not initialised (run `teectl init`)"
@@ -493,6 +573,7 @@ fn call_pairs_each_request_with_its_response() {
             .into_iter()
             .chain(later_samples().1)
             .chain(recovery_samples().1)
+            .chain(engine_1_1_samples().1)
             .filter(|r| C::from_response(r.clone()).is_ok())
             .map(|r| r.opcode())
             .fold(StdVec::new(), |mut ops, op| {
@@ -511,6 +592,7 @@ fn call_pairs_each_request_with_its_response() {
         check(RetireRequest { below: 2 }),
         check(BootDoneRequest),
         check(InitNewIdentityRequest),
+        check(RetireUnmarkedRequest),
         check(SealRequest {
             namespace: "ha/core".try_into().unwrap(),
             plaintext: (&b"pw"[..]).try_into().unwrap(),
@@ -521,14 +603,20 @@ fn call_pairs_each_request_with_its_response() {
         }),
         check(RewrapRequest { blob: blob.clone() }),
         check(ResealRequest {
-            blob,
+            blob: blob.clone(),
             to: (&[4u8; 65][..]).try_into().unwrap(),
             allow_boot: false,
+        }),
+        check(OpenRequest {
+            blob,
+            namespace: None,
+            accept_offline: true,
         }),
         check(PubkeyRequest),
         check(AttestRequest {
             challenge: (&[1u8][..]).try_into().unwrap(),
         }),
+        check(AttestPubkeyRequest),
         check(EscrowRequest {
             recovery_key: (&[4u8; 65][..]).try_into().unwrap(),
             replace: false,

@@ -48,6 +48,18 @@ fn reseal(e: &mut E, blob: &[u8], to: &PublicKey, allow_boot: bool) -> Result<Ve
     }
 }
 
+/// `rewrap`: the deliberate import of a blob sealed offline into a device
+/// blob of `e`.
+fn import(e: &mut E, blob: &[u8]) -> Vec<u8> {
+    let req = Request::Rewrap(hakeys_proto::RewrapRequest {
+        blob: blob.try_into().unwrap(),
+    });
+    match call(e, req) {
+        Ok(hakeys_proto::Response::Rewrap(b)) => b.blob.to_vec(),
+        other => panic!("rewrap: {other:?}"),
+    }
+}
+
 fn recovery_key(seed: u8) -> SecretKey {
     SecretKey::from_slice(&[seed; 32]).unwrap()
 }
@@ -133,7 +145,16 @@ fn reseal_refuses_boot_unless_allowed_and_respects_the_boot_lock() {
         );
     }
     let moved = reseal(&mut a, &luks, &b_pub, true).unwrap();
-    assert_eq!(unseal(&mut b, &moved).as_deref(), Ok(&b"luks key"[..]));
+    // It arrives sealed offline, which boot/ refuses until the new board's
+    // owner imports it deliberately (rewrap).
+    assert_eq!(unseal(&mut b, &moved), Err(Status::OfflineRefused));
+    let imported = import(&mut b, &moved);
+    assert_eq!(unseal(&mut b, &imported).as_deref(), Ok(&b"luks key"[..]));
+    // A blob sealed offline in boot/ is not resealed either.
+    assert_eq!(
+        reseal(&mut b, &moved, &b_pub, true),
+        Err(Status::OfflineRefused)
+    );
     // A reseal outside boot/ does not end the boot phase (unlike an unseal).
     reseal(&mut a, &ha, &b_pub, false).unwrap();
     assert!(!a.boot_locked());
@@ -259,7 +280,9 @@ fn an_escrow_opens_every_blob_of_the_device_off_the_device() {
     let mut pt = Secret::new();
     let ns = opened.open_blob(&luks, &mut pt).unwrap();
     let moved = blob::seal_to_device(&b_pub, &ns, &pt, &mut TestEntropy(12)).unwrap();
-    assert_eq!(unseal(&mut b, &moved).as_deref(), Ok(&b"luks"[..]));
+    assert_eq!(unseal(&mut b, &moved), Err(Status::OfflineRefused));
+    let imported = import(&mut b, &moved);
+    assert_eq!(unseal(&mut b, &imported).as_deref(), Ok(&b"luks"[..]));
     // Escrow again to the same key after boot-done: allowed, a new escrow
     // with the current epochs, no state written.
     let writes = a.storage_mut().clone();
@@ -352,6 +375,29 @@ fn an_escrow_made_before_a_retire_still_opens_the_retired_epoch() {
 }
 
 #[test]
+fn an_escrow_applies_its_floor_to_offline_generations_not_to_unmarked_blobs() {
+    let mut a = device(31);
+    let rk = recovery_key(5);
+    let pk = device_pubkey(&mut a);
+    let gen1 = blob::seal_to_device_in(&pk, "ha/core", b"one", 1, &mut TestEntropy(1)).unwrap();
+    let unmarked = blob::seal_to_device(&pk, "ha/core", b"old", &mut TestEntropy(2)).unwrap();
+    call(&mut a, Request::Rotate).unwrap();
+    let gen2 = blob::seal_to_device_in(&pk, "ha/core", b"two", 2, &mut TestEntropy(3)).unwrap();
+    call(&mut a, Request::Retire(RetireRequest { below: 2 })).unwrap();
+    call(&mut a, Request::RetireUnmarked).unwrap();
+    let after = open(&rk, &escrow(&mut a, &rk, false).unwrap()).unwrap();
+    assert_eq!(
+        recovered(&after, &gen1).map(|_| ()),
+        Err(EngineError::EpochRetired)
+    );
+    assert_eq!(recovered(&after, &gen2).unwrap().1, b"two");
+    // The escrow does not record that the board retired unmarked blobs:
+    // policy the escrow cannot carry (docs/security-model.md, "Recovery").
+    assert_eq!(unseal(&mut a, &unmarked), Err(Status::EpochRetired));
+    assert_eq!(recovered(&after, &unmarked).unwrap().1, b"old");
+}
+
+#[test]
 fn an_escrow_opens_no_blob_of_another_device() {
     let mut a = device(40);
     let mut b = device(41);
@@ -441,6 +487,7 @@ fn escrow_fixture() -> Vec<u8> {
         epoch: 7,
         min_epoch: 3,
         recovery: crate::state::NO_RECOVERY_KEY,
+        unmarked_offline_retired: false,
     };
     let rk = SecretKey::from_slice(&h(RECOVERY_SK)).unwrap();
     let eph = SecretKey::from_slice(&h(EPHEMERAL_SK)).unwrap();

@@ -118,6 +118,8 @@ struct Seen {
     min_epoch: u32,
     /// The enrolled recovery key's fingerprint.
     recovery: Option<Vec<u8>>,
+    /// Whether unmarked offline blobs are refused.
+    unmarked_offline_retired: bool,
 }
 
 fn observe<S: SecureStorage>(e: &mut Engine<S, TestEntropy>) -> Result<Option<Seen>, Status> {
@@ -133,11 +135,16 @@ fn observe<S: SecureStorage>(e: &mut Engine<S, TestEntropy>) -> Result<Option<Se
     let Response::RecoveryStatus(r) = call(e, Request::RecoveryStatus)? else {
         panic!("recovery-status answered with another response")
     };
+    let unmarked_offline_retired = e
+        .cached
+        .as_ref()
+        .is_some_and(|l| l.state.unmarked_offline_retired);
     Ok(Some(Seen {
         pubkey: p.sec1.to_vec(),
         epoch: st.epoch,
         min_epoch: st.min_epoch,
         recovery: r.enrolled.map(|f| f.to_vec()),
+        unmarked_offline_retired,
     }))
 }
 
@@ -145,7 +152,8 @@ fn observe_mem(mem: &MemoryStorage) -> Result<Option<Seen>, Status> {
     observe(&mut Engine::new(mem.clone(), TestEntropy(5)))
 }
 
-/// A blob sealed before the operation: its plaintext and epoch.
+/// A blob sealed before the operation: its plaintext and epoch (0: an
+/// unmarked blob sealed offline).
 struct Sealed {
     blob: Vec<u8>,
     plaintext: Vec<u8>,
@@ -171,10 +179,23 @@ fn seal_at(e: &mut Engine<MemoryStorage, TestEntropy>, tag: &str) -> Sealed {
     }
 }
 
+/// An unmarked blob sealed offline to `e`'s device key.
+fn offline_unmarked(e: &mut Engine<MemoryStorage, TestEntropy>) -> Sealed {
+    let pk = crate::tests::device_pubkey(e);
+    let plaintext = b"sealed offline".to_vec();
+    Sealed {
+        blob: crate::blob::seal_to_device(&pk, "ha/core", &plaintext, &mut TestEntropy(77))
+            .unwrap()
+            .to_vec(),
+        plaintext,
+        epoch: 0,
+    }
+}
+
 fn initialised(rotations: u32) -> (MemoryStorage, Vec<Sealed>) {
     let mut e = engine_on(MemoryStorage::default(), 100);
     call(&mut e, Request::Init).unwrap();
-    let mut blobs = std::vec![seal_at(&mut e, "epoch 1")];
+    let mut blobs = std::vec![seal_at(&mut e, "epoch 1"), offline_unmarked(&mut e)];
     for i in 0..rotations {
         call(&mut e, Request::Rotate).unwrap();
         blobs.push(seal_at(&mut e, &std::format!("rotation {i}")));
@@ -248,6 +269,10 @@ fn cut_everywhere(setup: Setup, op: Request) -> usize {
                     let got = unseal(&mut boot, &b.blob);
                     if s.pubkey != o.pubkey {
                         assert_eq!(got, Err(Status::BlobRejected), "{what}: new identity");
+                    } else if b.epoch == 0 && s.unmarked_offline_retired {
+                        assert_eq!(got, Err(Status::EpochRetired), "{what}: unmarked");
+                    } else if b.epoch == 0 {
+                        assert_eq!(got.as_deref(), Ok(&b.plaintext[..]), "{what}: blob lost");
                     } else if b.epoch < s.min_epoch {
                         assert_eq!(got, Err(Status::EpochRetired), "{what}");
                     } else {
@@ -286,6 +311,17 @@ fn retire_survives_a_cut_at_every_write() {
         Request::Retire(RetireRequest { below: 3 }),
     );
     assert_eq!(n, 1);
+}
+
+#[test]
+fn retire_unmarked_survives_a_cut_at_every_write() {
+    assert_eq!(
+        cut_everywhere(|| initialised(1), Request::RetireUnmarked),
+        1
+    );
+    // A v1 record: the slot, then the marker; format-3 slots: one slot.
+    assert_eq!(cut_everywhere(v1_device, Request::RetireUnmarked), 2);
+    assert_eq!(cut_everywhere(v3_device, Request::RetireUnmarked), 1);
 }
 
 #[test]
@@ -331,6 +367,25 @@ fn v2_device() -> (MemoryStorage, Vec<Sealed>) {
     (mem, blobs)
 }
 
+/// An initialised device whose slots are both format 3, as the release
+/// before offline generations left them (epoch 2 in slot B, seq 2; epoch 1
+/// in A), with the recovery key of seed 7 enrolled in B.
+fn v3_device() -> (MemoryStorage, Vec<Sealed>) {
+    let (mut mem, blobs) = initialised(1);
+    for id in [ObjectId::SlotA, ObjectId::SlotB] {
+        let SlotRead::Valid { seq, mut state } = SlotRead::decode(mem.object_mut(id).unwrap())
+        else {
+            panic!("valid")
+        };
+        if id == ObjectId::SlotB {
+            state.recovery =
+                escrow::fingerprint(&p256::SecretKey::from_slice(&[7; 32]).unwrap().public_key());
+        }
+        mem.write(id, encode_slot_v3(seq, &state).as_ref()).unwrap();
+    }
+    (mem, blobs)
+}
+
 /// A device with the recovery key of seed 7 enrolled.
 fn enrolled() -> (MemoryStorage, Vec<Sealed>) {
     let (mem, blobs) = initialised(1);
@@ -358,7 +413,45 @@ fn migration_from_slot_format_2_survives_a_cut_at_every_write() {
 }
 
 #[test]
-fn format_2_slots_load_and_the_first_commit_writes_format_3() {
+fn migration_from_slot_format_3_survives_a_cut_at_every_write() {
+    assert_eq!(cut_everywhere(v3_device, Request::Rotate), 1);
+    let n = cut_everywhere(v3_device, Request::Retire(RetireRequest { below: 2 }));
+    assert_eq!(n, 1);
+    assert_eq!(cut_everywhere(v3_device, escrow_to(8, true)), 1);
+    assert_eq!(cut_everywhere(v3_device, Request::InitNewIdentity), 3);
+}
+
+#[test]
+fn format_3_slots_load_and_the_first_commit_writes_format_4() {
+    let (mem, blobs) = v3_device();
+    let mut e = engine_on(mem, 62);
+    let seen = observe(&mut e).unwrap().unwrap();
+    assert_eq!(seen.epoch, 2);
+    assert!(seen.recovery.is_some() && !seen.unmarked_offline_retired);
+    for b in &blobs {
+        assert_eq!(unseal(&mut e, &b.blob).as_deref(), Ok(&b.plaintext[..]));
+    }
+    // Loading wrote nothing; the first commit writes slot A (not holding the
+    // state) in format 4, seq 3, keeping the recovery key; B stays format 3.
+    assert_eq!(e.storage_mut().object_mut(ObjectId::SlotA).unwrap()[4], 3);
+    call(&mut e, Request::RetireUnmarked).unwrap();
+    let mut m = e.storage_mut().clone();
+    let a = m.object_mut(ObjectId::SlotA).unwrap().to_vec();
+    assert_eq!(&a[..5], b"HKSL\x04");
+    let SlotRead::Valid { seq, state } = SlotRead::decode(&a) else {
+        panic!("valid")
+    };
+    assert_eq!((seq, state.epoch), (3, 2));
+    assert!(state.recovery_key().is_some() && state.unmarked_offline_retired);
+    assert_eq!(m.object_mut(ObjectId::SlotB).unwrap()[4], 3);
+    let mut e = engine_on(m, 63);
+    let after = observe(&mut e).unwrap().unwrap();
+    assert_eq!((after.pubkey, after.recovery), (seen.pubkey, seen.recovery));
+    assert!(after.unmarked_offline_retired);
+}
+
+#[test]
+fn format_2_slots_load_and_the_first_commit_writes_format_4() {
     let (mem, blobs) = v2_device();
     let mut e = engine_on(mem, 60);
     let seen = observe(&mut e).unwrap().unwrap();
@@ -367,12 +460,12 @@ fn format_2_slots_load_and_the_first_commit_writes_format_3() {
         assert_eq!(unseal(&mut e, &b.blob).as_deref(), Ok(&b.plaintext[..]));
     }
     // Loading wrote nothing; the escrow's enrolment writes slot A (the one
-    // not holding the state) in format 3, seq 3; slot B stays format 2.
+    // not holding the state) in format 4, seq 3; slot B stays format 2.
     assert_eq!(e.storage_mut().object_mut(ObjectId::SlotA).unwrap()[4], 2);
     call(&mut e, escrow_to(7, false)).unwrap();
     let mut m = e.storage_mut().clone();
     let a = m.object_mut(ObjectId::SlotA).unwrap().to_vec();
-    assert_eq!(&a[..5], b"HKSL\x03");
+    assert_eq!(&a[..5], b"HKSL\x04");
     let SlotRead::Valid { seq, state } = SlotRead::decode(&a) else {
         panic!("valid")
     };
@@ -400,7 +493,8 @@ fn a_v1_record_loads_then_migrates_and_is_never_written_again() {
             .to_vec(),
             epoch: 7,
             min_epoch: 5,
-            recovery: None
+            recovery: None,
+            unmarked_offline_retired: false,
         }))
     );
     // Loading writes nothing; the first commit writes slot A (seq 1) and
@@ -665,6 +759,7 @@ fn golden_slot_and_marker() {
         epoch: 7,
         min_epoch: 5,
         recovery: crate::state::NO_RECOVERY_KEY,
+        unmarked_offline_retired: false,
     };
     // Format 2, as the release before recovery wrote it: still read, with
     // no recovery key.
@@ -672,21 +767,40 @@ fn golden_slot_and_marker() {
     golden("slot_v2", v2.as_ref());
     assert_eq!(&v2[..5], b"HKSL\x02");
     assert_eq!(&v2[13..86], &st.encode()[..]);
-    // Format 3, what the engine writes: the same length, the recovery key's
-    // fingerprint after the state, a 16-byte checksum.
+    // Format 3, as the release before offline generations wrote it: the
+    // same length, the recovery key's fingerprint after the state, a 16-byte
+    // checksum.
     let mut enrolled = st.clone();
     enrolled.recovery = [0x5a; 16];
-    let v3 = encode_slot(0x0102_0304_0506_0708, &enrolled);
+    let v3 = encode_slot_v3(0x0102_0304_0506_0708, &enrolled);
     golden("slot_v3", v3.as_ref());
     assert_eq!(&v3[..5], b"HKSL\x03");
     assert_eq!(&v3[13..86], &st.encode()[..]);
     assert_eq!(&v3[86..102], &[0x5a; 16]);
-    for (slot, recovery) in [(v2, None), (v3, Some([0x5au8; 16]))] {
+    // Format 4, what the engine writes: the flags byte (unmarked offline
+    // blobs retired) and three zero bytes after the fingerprint, a 12-byte
+    // checksum.
+    let mut flagged = enrolled.clone();
+    flagged.unmarked_offline_retired = true;
+    let v4 = encode_slot(0x0102_0304_0506_0708, &flagged);
+    golden("slot_v4", v4.as_ref());
+    assert_eq!(&v4[..5], b"HKSL\x04");
+    assert_eq!(&v4[13..86], &st.encode()[..]);
+    assert_eq!(
+        &v4[86..106],
+        &[[0x5a; 16].as_slice(), &[1, 0, 0, 0]].concat()[..]
+    );
+    for (slot, recovery, retired) in [
+        (v2, None, false),
+        (v3, Some([0x5au8; 16]), false),
+        (v4.clone(), Some([0x5au8; 16]), true),
+    ] {
         let SlotRead::Valid { seq, state } = SlotRead::decode(slot.as_ref()) else {
             panic!("valid")
         };
         assert_eq!((seq, state.encode()), (0x0102_0304_0506_0708, st.encode()));
         assert_eq!(state.recovery_key().copied(), recovery);
+        assert_eq!(state.unmarked_offline_retired, retired);
         // Every single-byte change and every truncation is invalid.
         for i in 0..SLOT_LEN {
             let mut t = *slot;
@@ -703,11 +817,23 @@ fn golden_slot_and_marker() {
             ));
         }
     }
+    // An unknown flag or a reserved byte set, with a matching checksum:
+    // invalid.
+    for at in [102, 103, 105] {
+        let mut t = *v4;
+        t[at] |= 0x02;
+        let sum = Sha256::digest(&t[..106]);
+        t[106..].copy_from_slice(&sum[..12]);
+        assert!(
+            matches!(SlotRead::decode(&t), SlotRead::Invalid { .. }),
+            "{at}"
+        );
+    }
     // Another version is invalid, its sequence number not read.
-    let mut v4 = encode_slot(9, &st);
-    v4[4] = 4;
+    let mut v5 = encode_slot(9, &st);
+    v5[4] = 5;
     assert!(matches!(
-        SlotRead::decode(v4.as_ref()),
+        SlotRead::decode(v5.as_ref()),
         SlotRead::Invalid { seq: None }
     ));
     let marker = encode_marker(&st).unwrap();
@@ -721,7 +847,10 @@ fn golden_slot_and_marker() {
 fn an_independent_implementation_reads_slots_and_writes_markers() {
     use crate::tests::reference;
     let (mut mem, _) = initialised(2);
-    for (id, want) in [(ObjectId::SlotA, "3 3 1 -"), (ObjectId::SlotB, "2 2 1 -")] {
+    for (id, want) in [
+        (ObjectId::SlotA, "3 3 1 - -"),
+        (ObjectId::SlotB, "2 2 1 - -"),
+    ] {
         let rec = hex::encode(mem.object_mut(id).unwrap());
         assert_eq!(reference(&["read-slot", &rec]), want);
     }
@@ -732,7 +861,7 @@ fn an_independent_implementation_reads_slots_and_writes_markers() {
     .unwrap();
     assert_eq!(
         reference(&["read-slot", golden_slot.trim()]),
-        std::format!("{} 7 5 -", 0x0102_0304_0506_0708u64)
+        std::format!("{} 7 5 - -", 0x0102_0304_0506_0708u64)
     );
     let golden_v3 = std::fs::read_to_string(std::format!(
         "{}/tests/golden/slot_v3.hex",
@@ -741,7 +870,20 @@ fn an_independent_implementation_reads_slots_and_writes_markers() {
     .unwrap();
     assert_eq!(
         reference(&["read-slot", golden_v3.trim()]),
-        std::format!("{} 7 5 {}", 0x0102_0304_0506_0708u64, "5a".repeat(16))
+        std::format!("{} 7 5 {} -", 0x0102_0304_0506_0708u64, "5a".repeat(16))
+    );
+    let golden_v4 = std::fs::read_to_string(std::format!(
+        "{}/tests/golden/slot_v4.hex",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    assert_eq!(
+        reference(&["read-slot", golden_v4.trim()]),
+        std::format!(
+            "{} 7 5 {} unmarked-retired",
+            0x0102_0304_0506_0708u64,
+            "5a".repeat(16)
+        )
     );
     // A slot the engine wrote after enrolling a recovery key.
     let (mut mem, _) = enrolled();
@@ -749,13 +891,17 @@ fn an_independent_implementation_reads_slots_and_writes_markers() {
         &p256::SecretKey::from_slice(&[7; 32]).unwrap().public_key(),
     ));
     let rec = hex::encode(mem.object_mut(ObjectId::SlotA).unwrap());
-    assert_eq!(reference(&["read-slot", &rec]), std::format!("3 2 1 {fp}"));
+    assert_eq!(
+        reference(&["read-slot", &rec]),
+        std::format!("3 2 1 {fp} -")
+    );
     let st = State {
         root_key: ROOT,
         device_key: h(DEVICE_SK).try_into().unwrap(),
         epoch: 7,
         min_epoch: 5,
         recovery: crate::state::NO_RECOVERY_KEY,
+        unmarked_offline_retired: false,
     };
     assert_eq!(
         reference(&["marker", DEVICE_SK]),

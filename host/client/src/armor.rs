@@ -4,7 +4,9 @@
 //!   of the binary blob, on one line;
 //! - attestation evidence: `hakeys-evidence:v1:` + base64;
 //! - a recovery escrow: `hakeys-escrow:v1:` + base64;
-//! - the device public key: a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
+//! - the device public key: a PEM `PUBLIC KEY` (SubjectPublicKeyInfo),
+//!   optionally after one line `hakeys-sealing-epoch: N` (a sealing key
+//!   file: blobs sealed offline to it carry generation N).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -18,6 +20,10 @@ pub const BLOB_PREFIX: &str = "hakeys:v1:";
 pub const EVIDENCE_PREFIX: &str = "hakeys-evidence:v1:";
 /// Prefix of a recovery escrow's text form.
 pub const ESCROW_PREFIX: &str = "hakeys-escrow:v1:";
+/// The one line a sealing key file may have before its PEM (explanatory
+/// text, which RFC 7468 §5.2 allows and OpenSSL skips): the board's epoch
+/// when it gave out the key, the generation of blobs sealed to it.
+pub const SEALING_EPOCH_LABEL: &str = "hakeys-sealing-epoch: ";
 
 /// Why a text form was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +46,9 @@ impl std::fmt::Display for ArmorError {
             }
             ArmorError::BadBase64 => f.write_str("the base64 text is damaged"),
             ArmorError::TooLong => f.write_str("input is longer than any valid object"),
-            ArmorError::BadPublicKey => f.write_str("not a PEM-encoded P-256 public key"),
+            ArmorError::BadPublicKey => f.write_str(
+                "not a PEM-encoded P-256 public key (optionally after one line `hakeys-sealing-epoch: N`)",
+            ),
         }
     }
 }
@@ -110,9 +118,49 @@ pub fn pubkey_to_pem(sec1: &[u8]) -> Result<String, ArmorError> {
         .map_err(|_| ArmorError::BadPublicKey)
 }
 
-/// A device key from PEM SubjectPublicKeyInfo.
+/// A device key from PEM SubjectPublicKeyInfo, or from a sealing key file
+/// (whose epoch line is ignored here).
 pub fn pubkey_from_pem(pem: &str) -> Result<PublicKey, ArmorError> {
-    PublicKey::from_public_key_pem(pem.trim()).map_err(|_| ArmorError::BadPublicKey)
+    sealing_key_from_pem(pem).map(|(pk, _)| pk)
+}
+
+/// A sealing key file: `hakeys-sealing-epoch: N` (N ≥ 1, decimal), a line
+/// break, then the PEM of the device public key. Offline blobs sealed to it
+/// carry generation N, which `retire` ends like the epoch N.
+pub fn sealing_key_to_pem(sec1: &[u8], epoch: u32) -> Result<String, ArmorError> {
+    if epoch == 0 {
+        return Err(ArmorError::BadPublicKey);
+    }
+    Ok(format!(
+        "{SEALING_EPOCH_LABEL}{epoch}\n{}",
+        pubkey_to_pem(sec1)?
+    ))
+}
+
+/// The device public key of a plain PEM or a sealing key file, and the
+/// file's epoch (`None` for a plain PEM: blobs sealed to it are unmarked).
+/// Surrounding whitespace is ignored; any other text is refused.
+pub fn sealing_key_from_pem(text: &str) -> Result<(PublicKey, Option<u32>), ArmorError> {
+    let text = text.trim();
+    let (epoch, pem) = match text.strip_prefix(SEALING_EPOCH_LABEL) {
+        Some(rest) => {
+            let (n, pem) = rest.split_once('\n').ok_or(ArmorError::BadPublicKey)?;
+            let n = n.strip_suffix('\r').unwrap_or(n);
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.starts_with('0') {
+                return Err(ArmorError::BadPublicKey);
+            }
+            let n: u32 = n.parse().map_err(|_| ArmorError::BadPublicKey)?;
+            (Some(n), pem.trim_start())
+        }
+        None => (None, text),
+    };
+    // No other text before the PEM (which the PEM reader would skip): a
+    // mistyped epoch line must not pass for an unmarked key.
+    if !pem.starts_with("-----BEGIN ") {
+        return Err(ArmorError::BadPublicKey);
+    }
+    let pk = PublicKey::from_public_key_pem(pem).map_err(|_| ArmorError::BadPublicKey)?;
+    Ok((pk, epoch))
 }
 
 #[cfg(test)]
@@ -170,5 +218,41 @@ mod tests {
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
         assert_eq!(pubkey_from_pem(&pem).unwrap(), sk.public_key());
         assert_eq!(pubkey_from_pem("junk"), Err(ArmorError::BadPublicKey));
+    }
+
+    #[test]
+    fn sealing_key_files_carry_the_epoch() {
+        let sk = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+        let sec1 = hakeys_engine::crypto::sec1_uncompressed(&sk.public_key());
+        let pem = pubkey_to_pem(&sec1).unwrap();
+        let file = sealing_key_to_pem(&sec1, 12).unwrap();
+        assert_eq!(file, format!("hakeys-sealing-epoch: 12\n{pem}"));
+        assert_eq!(
+            sealing_key_from_pem(&file).unwrap(),
+            (sk.public_key(), Some(12))
+        );
+        assert_eq!(
+            sealing_key_from_pem(&file.replace('\n', "\r\n")).unwrap(),
+            (sk.public_key(), Some(12))
+        );
+        assert_eq!(pubkey_from_pem(&file).unwrap(), sk.public_key());
+        assert_eq!(sealing_key_from_pem(&pem).unwrap(), (sk.public_key(), None));
+        for bad in [
+            "hakeys-sealing-epoch: 0\n",
+            "hakeys-sealing-epoch: 012\n",
+            "hakeys-sealing-epoch: -1\n",
+            "hakeys-sealing-epoch: 4294967296\n",
+            "hakeys-sealing-epoch: \n",
+            "hakeys-sealing-epoch:12\n",
+            "comment\n",
+            "hakeys-sealing-epoch: 3\ncomment\n",
+        ] {
+            assert_eq!(
+                sealing_key_from_pem(&format!("{bad}{pem}")),
+                Err(ArmorError::BadPublicKey),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(sealing_key_to_pem(&sec1, 0), Err(ArmorError::BadPublicKey));
     }
 }

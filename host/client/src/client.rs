@@ -2,9 +2,9 @@
 //! encoded protocol messages (the in-process simulator, libteec, the daemon).
 
 use hakeys_proto::{
-    self as proto, AttestRequest, Call, EpochResponse, EscrowRequest, InitResponse, Request,
-    ResealRequest, RetireRequest, RewrapRequest, SealRequest, Status, StatusResponse,
-    UnsealRequest, UnsealResponse, WireError,
+    self as proto, AttestRequest, Call, EpochResponse, EscrowRequest, InitResponse, OpenRequest,
+    OpenResponse, Request, ResealRequest, RetireRequest, RewrapRequest, SealRequest, Status,
+    StatusResponse, UnsealRequest, UnsealResponse, WireError,
 };
 use zeroize::Zeroize;
 
@@ -176,6 +176,35 @@ impl<T: Transport> Client<T> {
         self.call(UnsealRequest { blob, namespace })
     }
 
+    /// Open a blob and learn its kind and epoch
+    /// ([`proto::BLOB_KIND_DEVICE`] or [`proto::BLOB_KIND_OFFLINE`]); with
+    /// `namespace`, only a blob of that namespace; without `accept_offline`,
+    /// never a blob sealed offline (the engine refuses those in `boot/`
+    /// anyway).
+    pub fn open(
+        &mut self,
+        blob: &[u8],
+        namespace: Option<&str>,
+        accept_offline: bool,
+    ) -> Result<OpenResponse, ClientError> {
+        let blob = proto::BlobBytes::from_slice(blob)
+            .map_err(|_| ClientError::Status(Status::BlobRejected))?;
+        let namespace = namespace
+            .map(proto::Namespace::try_from)
+            .transpose()
+            .map_err(|_| ClientError::Status(Status::InvalidNamespace))?;
+        self.call(OpenRequest {
+            blob,
+            namespace,
+            accept_offline,
+        })
+    }
+
+    /// Refuse unmarked blobs sealed offline (generation 0) from now on.
+    pub fn retire_unmarked(&mut self) -> Result<(), ClientError> {
+        self.call(proto::RetireUnmarkedRequest)
+    }
+
     pub fn rewrap(&mut self, blob: &[u8]) -> Result<Vec<u8>, ClientError> {
         let blob = proto::BlobBytes::from_slice(blob)
             .map_err(|_| ClientError::Status(Status::BlobRejected))?;
@@ -231,9 +260,15 @@ impl<T: Transport> Client<T> {
             .map(|f| f.to_vec()))
     }
 
-    /// The device public key, uncompressed SEC1.
+    /// The device public key (offline blobs are sealed to it), uncompressed
+    /// SEC1.
     pub fn pubkey(&mut self) -> Result<Vec<u8>, ClientError> {
         Ok(self.call(proto::PubkeyRequest)?.sec1.to_vec())
+    }
+
+    /// The attestation public key (it signs evidence), uncompressed SEC1.
+    pub fn attest_pubkey(&mut self) -> Result<Vec<u8>, ClientError> {
+        Ok(self.call(proto::AttestPubkeyRequest)?.sec1.to_vec())
     }
 
     pub fn attest(&mut self, challenge: &[u8]) -> Result<Vec<u8>, ClientError> {

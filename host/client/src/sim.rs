@@ -20,7 +20,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hakeys_engine::Engine;
+use hakeys_engine::{attest, Engine, Platform};
 use rpmb_sim::{CreateOptions, RpmbDevice};
 use zeroize::Zeroizing;
 
@@ -172,6 +172,12 @@ impl SimBackend {
         }
         let device = open_waiting(&image)?;
         let mut engine = Engine::new(RpmbStateStorage::new(device, &huk), OsEntropy);
+        // Evidence says it comes from the simulator (a claim: anyone with
+        // the state directory can sign anything; docs/security-model.md).
+        engine.set_platform(Platform {
+            backend: attest::Backend::Simulator,
+            ta_version: 0,
+        });
         let boot_id = boot_id()?;
         if fs::read_to_string(dir.join(BOOT_MARKER_FILE))
             .map(|s| s.trim() == boot_id)
