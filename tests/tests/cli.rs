@@ -12,6 +12,21 @@ const REFUSED: i32 = 4;
 const REJECTED: i32 = 5;
 const STORAGE: i32 = 6;
 
+/// The board's sealing key (device public key) as uncompressed SEC1 hex,
+/// from the DER of its PEM (the last 65 bytes of the SubjectPublicKeyInfo).
+fn sealing_key_hex(b: &Board) -> String {
+    use base64::Engine as _;
+    let pem = String::from_utf8(b.ok(&["pubkey"], b"")).unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    der[der.len() - 65..]
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
 fn status_json(b: &Board) -> serde_json::Value {
     serde_json::from_slice(&b.ok(&["status", "--json"], b"")).expect("status --json is JSON")
 }
@@ -73,10 +88,48 @@ fn walkthrough_init_seal_unseal_offline_seal_attest() {
     other.run(&["unseal"], &offline).fails_with(REJECTED);
     other.run(&["unseal"], &blob).fails_with(REJECTED);
 
-    // Attestation: verifies with the right key and challenge only.
+    // Attestation: verifies with the board's attestation key and the right
+    // challenge only; the sealing key (the device key) signs nothing.
+    let attestation_pem = laptop.dir.path().join("attestation.pem");
+    let apem = b.ok(&["pubkey", "--attestation"], b"");
+    assert!(apem.starts_with(b"-----BEGIN PUBLIC KEY-----") && apem != pem);
+    std::fs::write(&attestation_pem, &apem).unwrap();
     let ev = b.ok(&["attest", "--challenge", "0011aabb"], b"");
     assert!(ev.starts_with(b"hakeys-evidence:v1:"));
     let v = b.ok(
+        &[
+            "verify",
+            "--pubkey",
+            attestation_pem.to_str().unwrap(),
+            "--challenge",
+            "0011aabb",
+        ],
+        &ev,
+    );
+    let v = String::from_utf8_lossy(&v);
+    assert!(
+        v.contains("verified: engine 1.1.0 epoch 1 oldest accepted epoch 1; boot phase ended;"),
+        "{v}"
+    );
+    assert!(v.contains("backend simulator (a claim)"), "{v}");
+    let sealing = String::from_utf8(pem.clone()).unwrap();
+    let sealing_hex = sealing_key_hex(&b);
+    assert!(
+        v.contains(&format!("sealing key {sealing_hex}")),
+        "{v} {sealing}"
+    );
+    b.run(
+        &[
+            "verify",
+            "--pubkey",
+            attestation_pem.to_str().unwrap(),
+            "--challenge",
+            "0011aabc",
+        ],
+        &ev,
+    )
+    .fails_with(REJECTED);
+    b.run(
         &[
             "verify",
             "--pubkey",
@@ -85,21 +138,10 @@ fn walkthrough_init_seal_unseal_offline_seal_attest() {
             "0011aabb",
         ],
         &ev,
-    );
-    assert!(String::from_utf8_lossy(&v).contains("verified: engine 1.0.0 epoch 1"));
-    b.run(
-        &[
-            "verify",
-            "--pubkey",
-            pem_path.to_str().unwrap(),
-            "--challenge",
-            "0011aabc",
-        ],
-        &ev,
     )
     .fails_with(REJECTED);
     let other_pem = laptop.dir.path().join("other.pem");
-    std::fs::write(&other_pem, other.ok(&["pubkey"], b"")).unwrap();
+    std::fs::write(&other_pem, other.ok(&["pubkey", "--attestation"], b"")).unwrap();
     b.run(
         &[
             "verify",

@@ -128,13 +128,26 @@ impl T {
 
 /// Unseal `blob` on `board` in a boot of its own, so that boot/ secrets
 /// open whatever was unsealed before (the first unseal outside boot/ ends
-/// a boot phase).
+/// a boot phase). A moved boot/ secret arrives sealed offline, which the
+/// board refuses until its owner imports it (`rewrap --import-offline`):
+/// that refusal is checked, then the import done, as the owner would.
 fn unseal_fresh_boot(board: &Board, blob: &[u8]) -> Vec<u8> {
     static BOOT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = BOOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut c = board.command(&["unseal"]);
     c.env("HAKEYS_SIM_BOOT_ID", format!("{}-fresh-{n}", board.boot_id));
-    Run(run_with_stdin(&mut c, blob), "unseal".into()).success()
+    let r = Run(run_with_stdin(&mut c, blob), "unseal".into());
+    if r.code() != REFUSED {
+        return r.success();
+    }
+    assert!(r.stderr().contains("sealed offline"), "{}", r.stderr());
+    let imported = board.ok(&["rewrap", "--import-offline"], blob);
+    let mut c = board.command(&["unseal"]);
+    c.env(
+        "HAKEYS_SIM_BOOT_ID",
+        format!("{}-fresh-{n}-imported", board.boot_id),
+    );
+    Run(run_with_stdin(&mut c, &imported), "unseal".into()).success()
 }
 
 fn initialised() -> Board {
@@ -200,7 +213,10 @@ fn reseal_moves_secrets_to_another_board_while_the_old_one_lives() {
     assert!(err.contains("--allow-boot"), "{err}");
     let moved = to_b(&luks, &["--allow-boot"]).success();
     assert!(moved.starts_with(b"hakeys:v1:") && moved.ends_with(b"\n"));
-    assert_eq!(b.ok(&["unseal"], &moved), SECRETS[7]);
+    // It arrives sealed offline: B refuses it in boot/ until imported.
+    b.run(&["unseal"], &moved).fails_with(REFUSED);
+    let imported = b.ok(&["rewrap", "--import-offline"], &moved);
+    assert_eq!(b.ok(&["unseal"], &imported), SECRETS[7]);
     for (blob, secret) in [(&ha, SECRETS[0]), (&offline, SECRETS[2])] {
         let moved = to_b(blob, &[]).success();
         assert_eq!(b.ok(&["unseal"], &moved), secret);

@@ -91,14 +91,26 @@ enum Command {
         json: bool,
     },
     /// Print the device public key (PEM) that others can seal secrets to.
-    Pubkey,
+    Pubkey {
+        /// Write a sealing key file: the line `hakeys-sealing-epoch: N` (the
+        /// current epoch) before the PEM. Blobs sealed offline to it carry
+        /// that epoch, so `retire` can end them; publish this form.
+        #[arg(long, conflicts_with = "attestation")]
+        with_epoch: bool,
+        /// Print the attestation public key instead: it signs evidence
+        /// (teectl attest) and nothing else; give it to `teectl verify`.
+        #[arg(long)]
+        attestation: bool,
+    },
     /// Seal the secret on stdin; print the blob as one line.
     Seal {
         /// Namespace such as ha/core, addon/<slug>, boot/luks-data.
         #[arg(long, short = 'n')]
         namespace: String,
-        /// Seal offline to this device public key (PEM) instead of on this
-        /// device; needs no TEE and no state.
+        /// Seal offline to this device public key (PEM, or a sealing key
+        /// file from `teectl pubkey --with-epoch`, whose epoch the blob
+        /// carries) instead of on this device; needs no TEE and no state.
+        /// Boards refuse offline blobs in boot/ (see `rewrap --import-offline`).
         #[arg(long, value_name = "PUBKEY.pem")]
         to: Option<PathBuf>,
     },
@@ -107,23 +119,49 @@ enum Command {
         /// Refuse the blob unless it belongs to this namespace.
         #[arg(long, short = 'n')]
         namespace: Option<String>,
+        /// Print one JSON object instead: namespace, kind (`device`: sealed
+        /// on this board; `offline`: sealed to its public key, by anyone who
+        /// has it), epoch (an offline blob's generation, 0 if unmarked) and
+        /// the secret in base64.
+        #[arg(long)]
+        json: bool,
+        /// Refuse blobs sealed offline to the public key: accept only blobs
+        /// this board sealed itself.
+        #[arg(long)]
+        device_only: bool,
     },
     /// Start a new key epoch; new blobs are sealed under it.
     Rotate,
-    /// Re-seal the blob on stdin under the current epoch.
-    Rewrap,
-    /// Refuse blobs of epochs below EPOCH from now on (cannot be undone).
-    Retire {
-        #[arg(long, value_name = "EPOCH")]
-        below: u32,
+    /// Re-seal the blob on stdin under the current epoch (a blob sealed
+    /// offline becomes a device blob).
+    Rewrap {
+        /// Import a blob sealed offline into a boot/ namespace, which boards
+        /// refuse to unseal (anyone with the public key can make one: check
+        /// where it came from first).
+        #[arg(long)]
+        import_offline: bool,
     },
-    /// Sign a challenge with the device key; print the evidence as one line.
+    /// Refuse blobs of epochs below EPOCH from now on (cannot be undone);
+    /// with --unmarked-offline, also blobs sealed offline without an epoch.
+    #[command(group = clap::ArgGroup::new("what").required(true).multiple(true))]
+    Retire {
+        #[arg(long, value_name = "EPOCH", group = "what")]
+        below: Option<u32>,
+        /// Refuse unmarked blobs sealed offline (sealed to a bare public key,
+        /// or before sealing key files existed) from now on.
+        #[arg(long, group = "what")]
+        unmarked_offline: bool,
+    },
+    /// Sign a challenge with the attestation key; print the evidence as one
+    /// line.
     Attest {
         /// 1 to 64 bytes, hex.
         #[arg(long, value_name = "HEX")]
         challenge: String,
     },
-    /// Check evidence on stdin against a device public key and challenge.
+    /// Check evidence on stdin against an attestation public key (`teectl
+    /// pubkey --attestation`; for the first release's evidence, the device
+    /// public key) and the challenge.
     Verify {
         #[arg(long, value_name = "PUBKEY.pem")]
         pubkey: PathBuf,
@@ -197,9 +235,53 @@ fn parse_hex(s: &str, what: &str) -> Result<Vec<u8>, Failure> {
 }
 
 fn read_pubkey(path: &Path) -> Result<p256::PublicKey, Failure> {
+    read_sealing_key(path).map(|(pk, _)| pk)
+}
+
+/// A device public key file and its sealing epoch (`None`: a bare PEM).
+fn read_sealing_key(path: &Path) -> Result<(p256::PublicKey, Option<u32>), Failure> {
     let pem = std::fs::read_to_string(path)
         .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
-    armor::pubkey_from_pem(&pem).map_err(|e| usage(format!("{}: {e}", path.display())))
+    armor::sealing_key_from_pem(&pem).map_err(|e| usage(format!("{}: {e}", path.display())))
+}
+
+/// The kind of a blob and its epoch as its header says, after a local
+/// strict parse (no key). Once the engine has opened the blob, the header
+/// is authentic: it is the AES-GCM associated data.
+fn blob_kind(blob: &[u8]) -> Result<(hakeys_engine::blob::Kind, u32, String), Failure> {
+    let p = hakeys_engine::blob::parse(blob)
+        .map_err(|_| Failure(exit::REJECTED, Status::BlobRejected.message().into()))?;
+    Ok((p.kind, p.epoch, p.namespace.to_owned()))
+}
+
+/// `unseal --json`: one line; the secret in base64, wiped after.
+fn unseal_json(
+    namespace: &str,
+    kind: hakeys_engine::blob::Kind,
+    epoch: u32,
+    plaintext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    use base64::Engine as _;
+    let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(plaintext));
+    let line = serde_json::to_vec(&serde_json::json!({
+        "namespace": namespace,
+        "kind": kind.name(),
+        "epoch": epoch,
+        "plaintext": b64.as_str(),
+    }))
+    .map_err(|e| Failure(exit::INTERNAL, format!("cannot encode the answer: {e}")))?;
+    let mut line = Zeroizing::new(line);
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Refused by `--device-only`: a blob sealed offline (its header says so;
+/// a tampered header does not open).
+fn device_only_refusal() -> Failure {
+    Failure(
+        exit::REFUSED,
+        "refused: the blob was sealed offline to this board's public key (--device-only)".into(),
+    )
 }
 
 fn open_backend(cli: &Cli) -> Result<Client<Backend>, Failure> {
@@ -223,12 +305,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             namespace,
             to: Some(pem),
         } => {
-            let pk = read_pubkey(pem)?;
+            let (pk, epoch) = read_sealing_key(pem)?;
             let pt = read_stdin(hakeys_proto::MAX_SECRET_LEN, "the secret")?;
-            let blob = hakeys_engine::blob::seal_to_device(
+            let blob = hakeys_engine::blob::seal_to_device_in(
                 &pk,
                 namespace,
                 &pt,
+                epoch.unwrap_or(0),
                 &mut hakeys_client::OsEntropy,
             )
             .map_err(|e| Failure(exit::for_status(e.status()), e.status().message().into()))?;
@@ -241,15 +324,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let ev = armor::evidence_from_input(&input)
                 .map_err(|e| Failure(exit::REJECTED, e.to_string()))?;
             return match hakeys_engine::attest::verify(&pk, &challenge, &ev) {
-                Ok(c) => write_stdout(
-                    format!(
-                        "verified: engine {} epoch {} oldest accepted epoch {}\n",
-                        version_string(c.engine_version),
-                        c.epoch,
-                        c.min_epoch
-                    )
-                    .as_bytes(),
-                ),
+                Ok(v) => write_stdout(verified_line(&v).as_bytes()),
                 Err(hakeys_engine::attest::AttestError::BadChallenge) => {
                     Err(usage("the challenge must be 1 to 64 bytes"))
                 }
@@ -372,10 +447,21 @@ fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
                 },
             )
         }
-        Command::Pubkey => {
-            let sec1 = c.pubkey()?;
-            let pem =
-                armor::pubkey_to_pem(&sec1).map_err(|e| Failure(exit::INTERNAL, e.to_string()))?;
+        Command::Pubkey {
+            with_epoch,
+            attestation,
+        } => {
+            let sec1 = if *attestation {
+                c.attest_pubkey()?
+            } else {
+                c.pubkey()?
+            };
+            let pem = if *with_epoch {
+                armor::sealing_key_to_pem(&sec1, c.status()?.epoch)
+            } else {
+                armor::pubkey_to_pem(&sec1)
+            }
+            .map_err(|e| Failure(exit::INTERNAL, e.to_string()))?;
             write_stdout(pem.as_bytes())
         }
         Command::Seal {
@@ -389,12 +475,52 @@ fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
             let blob = c.seal(namespace, &pt)?;
             write_stdout(format!("{}\n", armor::blob_to_text(&blob)).as_bytes())
         }
-        Command::Unseal { namespace } => {
+        Command::Unseal {
+            namespace,
+            json: false,
+            device_only: false,
+        } => {
             let input = read_stdin(16 * 1024, "the blob")?;
             let blob = armor::blob_from_input(&input)
                 .map_err(|e| Failure(exit::REJECTED, e.to_string()))?;
             let mut r = c.unseal(&blob, namespace.as_deref())?;
             let res = write_stdout(&r.plaintext);
+            zeroize::Zeroize::zeroize(r.plaintext.as_mut_slice());
+            res
+        }
+        Command::Unseal {
+            namespace,
+            json,
+            device_only,
+        } => {
+            // `open`: the engine says which kind it opened, and refuses
+            // offline blobs itself with --device-only.
+            let input = read_stdin(16 * 1024, "the blob")?;
+            let blob = armor::blob_from_input(&input)
+                .map_err(|e| Failure(exit::REJECTED, e.to_string()))?;
+            let mut r = c
+                .open(&blob, namespace.as_deref(), !*device_only)
+                .map_err(|e| match e {
+                    ClientError::Status(Status::UnknownOpcode) => Failure(
+                        exit::INTERNAL,
+                        "the key engine is older than 1.1.0: --json and --device-only need its `open` operation".into(),
+                    ),
+                    ClientError::Status(Status::OfflineRefused) if *device_only => {
+                        device_only_refusal()
+                    }
+                    other => other.into(),
+                })?;
+            let res = if *json {
+                let kind = if r.kind == hakeys_proto::BLOB_KIND_OFFLINE {
+                    hakeys_engine::blob::Kind::ToDevice
+                } else {
+                    hakeys_engine::blob::Kind::Device
+                };
+                unseal_json(&r.namespace, kind, r.epoch, &r.plaintext)
+                    .and_then(|line| write_stdout(&line))
+            } else {
+                write_stdout(&r.plaintext)
+            };
             zeroize::Zeroize::zeroize(r.plaintext.as_mut_slice());
             res
         }
@@ -404,23 +530,44 @@ fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
                 format!("epoch {} (oldest accepted: {})\n", r.epoch, r.min_epoch).as_bytes(),
             )
         }
-        Command::Rewrap => {
+        Command::Rewrap { import_offline } => {
             let input = read_stdin(16 * 1024, "the blob")?;
             let blob = armor::blob_from_input(&input)
                 .map_err(|e| Failure(exit::REJECTED, e.to_string()))?;
+            let (kind, _, ns) = blob_kind(&blob)?;
+            if kind == hakeys_engine::blob::Kind::ToDevice
+                && !hakeys_engine::namespace::accepts_offline(&ns)
+                && !import_offline
+            {
+                return Err(Failure(
+                    exit::REFUSED,
+                    format!(
+                        "refused: this blob for {ns} was sealed offline to this board's public key, which anyone holding it can do; boards do not unseal such blobs in boot/. If you made it yourself, import it with `teectl rewrap --import-offline`"
+                    ),
+                ));
+            }
             let new = c.rewrap(&blob)?;
             write_stdout(format!("{}\n", armor::blob_to_text(&new)).as_bytes())
         }
-        Command::Retire { below } => {
-            let r = c.retire(*below).map_err(|e| match e {
-                ClientError::Status(hakeys_proto::Status::InvalidArgument) => usage(format!(
-                    "cannot retire below epoch {below}: the floor only rises and the current epoch cannot be retired"
-                )),
-                other => other.into(),
-            })?;
-            write_stdout(
-                format!("epoch {} (oldest accepted: {})\n", r.epoch, r.min_epoch).as_bytes(),
-            )
+        Command::Retire {
+            below,
+            unmarked_offline,
+        } => {
+            let mut out = String::new();
+            if let Some(below) = below {
+                let r = c.retire(*below).map_err(|e| match e {
+                    ClientError::Status(hakeys_proto::Status::InvalidArgument) => usage(format!(
+                        "cannot retire below epoch {below}: the floor only rises and the current epoch cannot be retired"
+                    )),
+                    other => other.into(),
+                })?;
+                out += &format!("epoch {} (oldest accepted: {})\n", r.epoch, r.min_epoch);
+            }
+            if *unmarked_offline {
+                c.retire_unmarked()?;
+                out += "unmarked blobs sealed offline are refused from now on\n";
+            }
+            write_stdout(out.as_bytes())
         }
         Command::Attest { challenge } => {
             let challenge = parse_hex(challenge, "the challenge")?;
@@ -467,6 +614,29 @@ fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
     }
 }
 
+/// What `verify` prints for verified evidence: one line.
+fn verified_line(v: &hakeys_engine::attest::Verified) -> String {
+    use hakeys_engine::attest::Verified;
+    let c = v.claims();
+    let mut line = format!(
+        "verified: engine {} epoch {} oldest accepted epoch {}",
+        version_string(c.engine_version),
+        c.epoch,
+        c.min_epoch
+    );
+    if let Verified::V2(v2) = v {
+        line += &format!(
+            "; boot phase {}; unmarked offline blobs {}; backend {} (a claim); TA version {}; sealing key {}",
+            if v2.boot_phase_ended { "ended" } else { "open" },
+            if v2.unmarked_offline_retired { "refused" } else { "accepted" },
+            v2.backend.name(),
+            version_string(v2.ta_version),
+            hex::encode(v2.sealing_key)
+        );
+    }
+    line + "\n"
+}
+
 fn print_status(json: bool, s: &StatusAnswer) -> Result<(), Failure> {
     let backend = &s.backend;
     let text = if json {
@@ -503,7 +673,10 @@ fn use_daemon(cli: &Cli) -> Result<bool, Failure> {
     let offered = matches!(
         cli.command,
         Command::Status { .. }
-            | Command::Pubkey
+            | Command::Pubkey {
+                with_epoch: false,
+                attestation: false
+            }
             | Command::Seal { to: None, .. }
             | Command::Unseal { .. }
     );
@@ -565,10 +738,15 @@ fn run_via_daemon(cli: &Cli) -> Result<(), Failure> {
             }
             pt
         }
-        Command::Unseal { .. } => {
+        Command::Unseal { device_only, .. } => {
             let input = read_stdin(16 * 1024, "the blob")?;
             let blob = armor::blob_from_input(&input)
                 .map_err(|e| Failure(exit::REJECTED, e.to_string()))?;
+            // The daemon does not take --device-only: refuse here, from the
+            // header (a blob whose header lies does not open).
+            if *device_only && blob_kind(&blob)?.0 == hakeys_engine::blob::Kind::ToDevice {
+                return Err(device_only_refusal());
+            }
             Zeroizing::new(armor::blob_to_text(&blob).into_bytes())
         }
         _ => Zeroizing::new(Vec::new()),
@@ -603,19 +781,40 @@ fn via_daemon_once(
 ) -> Result<ViaDaemon, DaemonError> {
     Ok(ViaDaemon::Out(match &cli.command {
         Command::Status { .. } => return d.status().map(ViaDaemon::Status),
-        Command::Pubkey => Zeroizing::new(d.pubkey()?.into_bytes()),
+        Command::Pubkey { .. } => Zeroizing::new(d.pubkey()?.into_bytes()),
         Command::Seal { namespace, .. } => {
             Zeroizing::new(format!("{}\n", d.seal(namespace, input)?).into_bytes())
         }
-        Command::Unseal { namespace } => {
+        Command::Unseal {
+            namespace, json, ..
+        } => {
             let text = std::str::from_utf8(input).unwrap_or_default();
-            d.unseal(text, namespace.as_deref())?.1
+            let (ns, plaintext) = d.unseal(text, namespace.as_deref())?;
+            if !*json {
+                plaintext
+            } else {
+                // The daemon opened exactly this blob, so its header (the
+                // associated data) is authentic: its kind and epoch are.
+                let blob = armor::blob_from_input(input)
+                    .map_err(|e| DaemonError::Protocol(e.to_string()))?;
+                let parsed = hakeys_engine::blob::parse(&blob)
+                    .map_err(|e| DaemonError::Protocol(e.to_string()))?;
+                unseal_json(&ns, parsed.kind, parsed.epoch, &plaintext)
+                    .map_err(|f| DaemonError::Protocol(f.1))?
+            }
         }
         _ => Zeroizing::new(Vec::new()),
     }))
 }
 
 fn main() -> ExitCode {
+    // First of all, before any input is read: no core dump of this process
+    // (it holds secrets, plaintexts and recovery keys in memory), and no
+    // ptrace or /proc/PID/mem access by other processes of the same user.
+    if let Err(e) = hakeys_client::forbid_core_dumps() {
+        eprintln!("teectl: cannot forbid core dumps (prctl PR_SET_DUMPABLE, RLIMIT_CORE): {e}");
+        return ExitCode::from(exit::INTERNAL as u8);
+    }
     let cli = Cli::parse();
     // No key engine to wait for: a recovery code typed at /dev/tty or a
     // large file may take longer than any engine timeout.

@@ -21,7 +21,7 @@ use hakeys_engine::EngineError;
 use hakeys_proto::Status;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::{exit, read_pubkey, read_stdin, usage, write_stdout, Failure};
+use crate::{exit, read_pubkey, read_sealing_key, read_stdin, usage, write_stdout, Failure};
 
 mod files;
 
@@ -427,7 +427,9 @@ pub fn recover(args: &RecoverArgs) -> Result<(), Failure> {
         .map_err(|e| Failure(exit::REJECTED, format!("{}: {e}", args.escrow.display())))?;
     let opened =
         escrow::open(&key, &raw).map_err(|e| escrow_failure(e, &args.escrow, &key, &raw))?;
-    let to = args.to.as_deref().map(read_pubkey).transpose()?;
+    // A sealing key file's epoch is the generation the new board will
+    // retire these blobs by; a bare PEM gives unmarked blobs.
+    let to = args.to.as_deref().map(read_sealing_key).transpose()?;
     let min_epoch = opened.min_epoch();
     let verb = if to.is_some() { "recovered" } else { "opened" };
     run_io(&args.files, to.is_none(), verb, &mut |blob| {
@@ -436,11 +438,15 @@ pub fn recover(args: &RecoverArgs) -> Result<(), Failure> {
             .open_blob(blob, &mut pt)
             .map_err(|e| recover_failure(e, min_epoch))?;
         let out = match &to {
-            Some(pk) => {
-                hakeys_engine::blob::seal_to_device(pk, &ns, &pt, &mut hakeys_client::OsEntropy)
-                    .map(|b| Converted::Blob(b.to_vec()))
-                    .map_err(|e| Failure(exit::for_status(e.status()), e.to_string()))
-            }
+            Some((pk, epoch)) => hakeys_engine::blob::seal_to_device_in(
+                pk,
+                &ns,
+                &pt,
+                epoch.unwrap_or(0),
+                &mut hakeys_client::OsEntropy,
+            )
+            .map(|b| Converted::Blob(b.to_vec()))
+            .map_err(|e| Failure(exit::for_status(e.status()), e.to_string())),
             None => Ok(Converted::Plaintext(Zeroizing::new(pt.to_vec()))),
         };
         pt.as_mut_slice().zeroize();
