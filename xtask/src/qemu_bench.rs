@@ -45,7 +45,11 @@ pub fn bench() -> Result {
     }
     md += "\n## RPMB traffic per operation (counted by the supplicant at the rpmb-sim device)\n\n\
            Each `teectl` command in a fresh process. The TA keeps its state cached between \
-           sessions, so once a boot has read it, seal and unseal cost no RPMB traffic.\n\n\
+           sessions, so once a boot has read it, seal and unseal cost no RPMB traffic. `init` is the \
+           first command on a blank RPMB image, so its count includes OP-TEE's own writes when the \
+           TA is first loaded (formatting the RPMB file system, the TA version database); `rotate` \
+           is the first after `init`, which creates the second state slot (later ones write one \
+           block: see the power-cut record below).\n\n\
            | operation | authenticated write requests | frames to the device | frames from the device |\n\
            |---|---|---|---|\n";
     for l in lines.iter().filter(|l| l.starts_with("HAKEYS-RPMB ")) {

@@ -125,7 +125,10 @@ pub(crate) fn write_record(run: &Run, modes: &[Mode], build_secs: f64, total: f6
          it did, and OP-TEE never saw the answer), for every N from 1 to the count an uncut run of the same \
          operation made; the next boot checked that the engine answered, that the state was the old or the new \
          one, and that every blob sealed before still opened (or was refused only by a completed retire or new \
-         identity). Each boot is a new QEMU process (TCG) on the machine below.\n\n- host: {}\n\n| operation | what |\n|---|---|\n",
+         identity). N counts the writes of the `teectl` command itself: the guest restarts the supplicant \
+         with the cut armed right before it, after the TA is loaded (OP-TEE's own write at TA load is not \
+         counted). Boots and seconds cover both modes of an operation; `cargo xtask test` runs rotate, retire \
+         and new-identity. Each boot is a new QEMU process (TCG) on the machine below.\n\n- host: {}\n\n| operation | what |\n|---|---|\n",
         modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "),
         crate::machine_line()
     );
