@@ -19,6 +19,8 @@ pub mod attest;
 pub mod blob;
 pub mod crypto;
 pub mod escrow;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod namespace;
 pub mod slots;
 pub mod state;
@@ -179,6 +181,10 @@ impl From<blob::BlobError> for EngineError {
 }
 
 /// The key engine over a storage and an entropy source.
+///
+/// Cloneable only for the fuzz targets (a pre-initialised engine per run);
+/// nothing else copies key material.
+#[cfg_attr(any(test, feature = "fuzzing"), derive(Clone))]
 pub struct Engine<S, E> {
     storage: S,
     entropy: E,

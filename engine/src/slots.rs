@@ -353,6 +353,7 @@ impl Scan {
 }
 
 /// The engine's state as loaded, with what the next commit needs.
+#[cfg_attr(any(test, feature = "fuzzing"), derive(Clone))]
 pub(crate) struct Loaded {
     pub(crate) state: State,
     /// Its sequence number (0 for a v1 record).

@@ -4,8 +4,8 @@
 #![no_main]
 
 use hakeys_engine::{blob, namespace};
-use teed_protocol::{decode_request, encode_error, Request, MAX_LINE};
 use libfuzzer_sys::fuzz_target;
+use teed_protocol::{decode_request, encode_error, Request, MAX_LINE};
 
 fuzz_target!(|data: &[u8]| {
     match decode_request(data) {

@@ -5,7 +5,9 @@
 //!   and the QEMU target's end-to-end scenario (`qemu-test`) and power cuts
 //!   (`qemu-powercut`);
 //! - `deps`    install what the tests need (apt packages, cargo-fuzz);
-//! - `fuzz`    run each fuzz target for a short time (`--seconds N`, default 20);
+//! - `fuzz`    run each fuzz target, seeded from `fuzz/seeds/`, for a short
+//!   time (`--seconds N`, default 20) or N executions each (`--runs N`; the
+//!   benchmark record uses `--runs 10000000`);
 //! - `bench`   run the benchmarks and write docs/BENCHMARKS.md;
 //! - `ha-test` sealed secrets on real Home Assistant Core 2025.4.4 (a venv
 //!   in the cache; part of `test`);
@@ -148,6 +150,8 @@ fn deps() -> Result<String> {
     Ok(py)
 }
 
+/// Every cargo-fuzz target (`fuzz/Cargo.toml`); each has seeds in
+/// `fuzz/seeds/<target>/`.
 const FUZZ_TARGETS: &[&str] = &[
     "wire_request",
     "blob_parse",
@@ -155,23 +159,104 @@ const FUZZ_TARGETS: &[&str] = &[
     "rpmb_frames",
     "rpmb_image",
     "daemon_request",
+    "escrow_open",
+    "evidence_verify",
+    "state_objects",
 ];
 
-fn fuzz(seconds: u32) -> Result {
+/// How long `cargo xtask fuzz` runs each target.
+#[derive(Clone, Copy)]
+enum FuzzLimit {
+    /// `--seconds N`: N seconds each (the smoke run of `cargo xtask test`).
+    Seconds(u64),
+    /// `--runs N`: N executions each, however long that takes (the
+    /// benchmark record: `--runs 10000000`).
+    Runs(u64),
+}
+
+/// Run every fuzz target in turn, one after the other. The corpus of each
+/// lives in the cache (`fuzz-corpus/<target>`) and grows from run to run;
+/// the committed seeds (`fuzz/seeds/<target>/`, valid inputs of every kind
+/// the target reads) are copied into it first, so that even a fresh cache
+/// starts past every header check. Prints each target's executions and
+/// edges covered (libFuzzer's `cov:`) at the end. A crash stops the run;
+/// libFuzzer leaves the input in `fuzz/artifacts/<target>/`.
+fn fuzz(limit: FuzzLimit) -> Result {
+    use std::io::{BufRead, BufReader};
     let bin = cargo_fuzz()?;
     let dir = root().join("fuzz");
+    let mut summary = Vec::new();
     for t in FUZZ_TARGETS {
         let corpus = cache().join("fuzz-corpus").join(t);
         std::fs::create_dir_all(&corpus)
             .map_err(|e| format!("cannot create {}: {e}", corpus.display()))?;
-        run(Command::new(&bin)
-            .current_dir(&dir)
+        let seeds = dir.join("seeds").join(t);
+        let entries = std::fs::read_dir(&seeds)
+            .map_err(|e| format!("no seeds for {t} in {}: {e}", seeds.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("{}: {e}", seeds.display()))?;
+            let to = corpus.join(format!("seed-{}", entry.file_name().to_string_lossy()));
+            std::fs::copy(entry.path(), &to).map_err(|e| {
+                format!(
+                    "cannot copy {} to {}: {e}",
+                    entry.path().display(),
+                    to.display()
+                )
+            })?;
+        }
+        let limit_args = match limit {
+            FuzzLimit::Seconds(s) => [format!("-max_total_time={s}"), "-runs=-1".into()],
+            FuzzLimit::Runs(n) => ["-max_total_time=0".into(), format!("-runs={n}")],
+        };
+        let mut cmd = Command::new(&bin);
+        cmd.current_dir(&dir)
             .args(["run", "--sanitizer", "none", t])
             .arg(&corpus)
             .arg("--")
-            .arg(format!("-max_total_time={seconds}"))
+            .args(limit_args)
             .arg("-rss_limit_mb=2048")
-            .env("CARGO_TARGET_DIR", cache().join("fuzz-target")))?;
+            .arg("-print_final_stats=1")
+            .env("CARGO_TARGET_DIR", cache().join("fuzz-target"))
+            .stderr(std::process::Stdio::piped());
+        eprintln!("+ {}", describe(&cmd));
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", describe(&cmd)))?;
+        // libFuzzer reports on stderr: pass it through, keeping the last
+        // coverage figure and the final execution count.
+        let (mut cov, mut execs) = (None, None);
+        if let Some(err) = child.stderr.take() {
+            for line in BufReader::new(err)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                eprintln!("{line}");
+                let mut words = line.split_whitespace();
+                while let Some(w) = words.next() {
+                    if w == "cov:" {
+                        cov = words.next().and_then(|n| n.parse::<u64>().ok()).or(cov);
+                    }
+                }
+                if let Some(n) = line.strip_prefix("stat::number_of_executed_units:") {
+                    execs = n.trim().parse::<u64>().ok();
+                }
+            }
+        }
+        let status = child
+            .wait()
+            .map_err(|e| format!("cannot wait for {}: {e}", describe(&cmd)))?;
+        if !status.success() {
+            return Err(format!(
+                "fuzz target {t} failed ({status}); the input is in fuzz/artifacts/{t}/"
+            ));
+        }
+        summary.push((t, execs, cov, started.elapsed().as_secs()));
+    }
+    eprintln!("\nfuzz target       executions    edges (cov)  seconds");
+    for (t, execs, cov, secs) in summary {
+        let show = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
+        eprintln!("{t:<17} {:>12} {:>12} {secs:>8}", show(execs), show(cov));
     }
     Ok(())
 }
@@ -474,12 +559,19 @@ fn main() -> ExitCode {
         Some("ha-test") => ha::test(),
         Some("check-buildroot") => buildroot::check(opt("--buildroot")),
         Some("deps") => deps().map(|py| eprintln!("ok (python: {py})")),
-        Some("fuzz") => match opt("--seconds").unwrap_or_else(|| "20".into()).parse() {
-            Ok(s) => fuzz(s),
-            Err(_) => Err("--seconds takes a whole number".into()),
+        Some("fuzz") => match (opt("--seconds"), opt("--runs")) {
+            (Some(_), Some(_)) => Err("fuzz takes --seconds or --runs, not both".into()),
+            (None, Some(n)) => match n.parse() {
+                Ok(n) => fuzz(FuzzLimit::Runs(n)),
+                Err(_) => Err("--runs takes a whole number".into()),
+            },
+            (s, None) => match s.unwrap_or_else(|| "20".into()).parse() {
+                Ok(s) => fuzz(FuzzLimit::Seconds(s)),
+                Err(_) => Err("--seconds takes a whole number".into()),
+            },
         },
         _ => Err(
-            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N] | bench | qemu-test | qemu-shell | qemu-bench | qemu-powercut [--ops a,b] [--modes before,after] [--record] | ha-test | check-buildroot --buildroot DIR"
+            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N | --runs N] | bench | qemu-test | qemu-shell | qemu-bench | qemu-powercut [--ops a,b] [--modes before,after] [--record] | ha-test | check-buildroot --buildroot DIR"
                 .into(),
         ),
     };
