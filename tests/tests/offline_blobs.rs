@@ -235,3 +235,92 @@ fn teectl_forbids_core_dumps_before_reading_anything() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `teectl unseal --json` through the daemon (which reports no kind yet):
+/// the kind and epoch come from the header of the very blob the daemon
+/// opened, so they are the authenticated ones.
+#[test]
+fn unseal_json_through_the_daemon_says_which_kind_it_opened() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = Board::new();
+    b.ok(&["init"], b"");
+    let laptop = Board::new();
+    let pem = laptop.dir.path().join("board.pem");
+    std::fs::write(&pem, b.ok(&["pubkey", "--with-epoch"], b"")).unwrap();
+    let offline = seal_offline(&laptop, &pem, "ha/core", b"from the laptop");
+    let device = b.seal("ha/core", b"from the board");
+
+    // teed on the board's state, a policy that lets this user (whoever
+    // runs the tests) unseal ha/*; everything in a directory of its own.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let uid = rustix::process::getuid().as_raw();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version = 1\n[[rule]]\nuid = {uid}\nnamespaces = [\"ha/*\"]\noperations = [\"unseal\", \"status\"]\n"
+        ),
+    )
+    .unwrap();
+    let socket = run.join("teed.sock");
+    let log = std::fs::File::create(dir.path().join("teed.log")).unwrap();
+    let mut teed = std::process::Command::new(hakeys_e2e::teed_bin())
+        .args(["--backend", "sim", "--state-dir"])
+        .arg(b.state())
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--policy")
+        .arg(&policy)
+        .env("HAKEYS_SIM_BOOT_ID", &b.boot_id)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn teed");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        let log = std::fs::read_to_string(dir.path().join("teed.log")).unwrap_or_default();
+        assert!(teed.try_wait().unwrap().is_none(), "teed exited:\n{log}");
+        assert!(Instant::now() < deadline, "teed did not start:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let via = |blob: &[u8], extra: &[&str]| {
+        let mut c = std::process::Command::new(hakeys_e2e::teectl_bin());
+        c.arg("--via-daemon")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("unseal")
+            .args(extra);
+        hakeys_e2e::Run(hakeys_e2e::run_with_stdin(&mut c, blob), "unseal".into())
+    };
+    let j: serde_json::Value =
+        serde_json::from_slice(&via(&offline, &["--json"]).success()).unwrap();
+    assert_eq!(
+        j,
+        serde_json::json!({
+            "namespace": "ha/core",
+            "kind": "offline",
+            "epoch": 1,
+            "plaintext": b64(b"from the laptop"),
+        })
+    );
+    let j: serde_json::Value =
+        serde_json::from_slice(&via(&device, &["--json"]).success()).unwrap();
+    assert_eq!(
+        (j["kind"].as_str(), j["epoch"].as_u64()),
+        (Some("device"), Some(1))
+    );
+    via(&offline, &["--device-only"]).fails_with(REFUSED);
+    assert_eq!(
+        via(&device, &["--device-only"]).success(),
+        b"from the board"
+    );
+    let _ = teed.kill();
+    let _ = teed.wait();
+}
