@@ -107,3 +107,50 @@ fn peer(k: &KernelPeer, origin: Origin) -> Peer {
         origin,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::docker::{ContainerInfo, Runtime};
+    use crate::policy::Policy;
+    use std::time::Duration;
+    use teed_protocol::Op;
+
+    struct NoRuntime;
+    impl Runtime for NoRuntime {
+        fn inspect(&self, _: &ContainerId) -> Result<ContainerInfo, LookupError> {
+            panic!("a host process must never be looked up in the runtime")
+        }
+    }
+
+    #[test]
+    fn a_process_on_a_system_without_cgroup_mounts_is_matched_by_uid() {
+        // The QEMU guest never mounts cgroupfs: /proc/<pid>/cgroup reads
+        // `0::/`, or nothing when the kernel has no hierarchy at all. Such
+        // a caller is in no container: a host process, which uid/gid rules
+        // match (never "unidentified", which no rule matches).
+        let names = NameCache::new(Arc::new(NoRuntime), Duration::from_millis(10));
+        let policy =
+            Policy::parse(include_str!("../fixtures/policy-by-uid.toml")).expect("fixture parses");
+        for text in ["0::/\n", ""] {
+            let k = KernelPeer {
+                uid: 8123,
+                gid: 8123,
+                pid: 42,
+                place: cgroup::parse(text),
+                method: peer::Method::PeerPidfd,
+            };
+            let (stage, why) = first_stage(k, &names, Instant::now());
+            assert_eq!(why, None, "{text:?}");
+            let Stage::Known(p) = stage else {
+                panic!("{text:?}: a host process needs no container name")
+            };
+            assert_eq!(p.origin, Origin::Host, "{text:?}");
+            assert!(
+                policy.allows(p.who(), Op::Unseal, Some("ha/core")),
+                "{text:?}"
+            );
+            assert!(!policy.allows(p.who(), Op::Unseal, Some("boot/luks-data")));
+        }
+    }
+}

@@ -20,7 +20,10 @@
 //! different containers is refused (it cannot happen unless someone moved
 //! it by hand, in one cgroup v1 hierarchy). Lines that name no container
 //! (`0::/` in cgroup v1 "hybrid" mode, where Docker uses the v1 hierarchies)
-//! are neutral. A process no line places in a container is a host process.
+//! are neutral. A process no line places in a container is a host process;
+//! so is one whose file is empty or only `0::/` (a system without cgroup
+//! hierarchies, or with none mounted, like an initramfs that never mounts
+//! cgroupfs: no container can exist there, since Docker needs cgroups).
 //! Other runtimes' layouts (podman's `libpod-<id>.scope`, Kubernetes) are not
 //! recognised: their processes count as host processes and are identified
 //! by uid and gid only (HA OS runs Docker alone).
@@ -97,9 +100,7 @@ fn container_in_path(path: &str) -> Option<ContainerId> {
 /// Parse the text of `/proc/<pid>/cgroup`.
 pub fn parse(text: &str) -> Result<Place, String> {
     let mut found: Option<ContainerId> = None;
-    let mut lines = 0usize;
     for line in text.lines() {
-        lines += 1;
         // hierarchy-id:controllers:path (the path may itself hold ':').
         let mut parts = line.splitn(3, ':');
         let (Some(hier), Some(_), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
@@ -122,9 +123,8 @@ pub fn parse(text: &str) -> Result<Place, String> {
             }
         }
     }
-    if lines == 0 {
-        return Err("the cgroup file is empty".into());
-    }
+    // No lines (no hierarchy at all): nothing places the process in a
+    // container, so it is a host process, identified by uid and gid.
     Ok(found.map_or(Place::Host, Place::Container))
 }
 
@@ -209,10 +209,21 @@ mod tests {
     }
 
     #[test]
+    fn no_cgroup_hierarchy_mounted_is_a_host_process() {
+        // A guest whose init never mounts cgroupfs (the QEMU target): the
+        // kernel prints `0::/` or, with no hierarchy at all, nothing. No
+        // container can exist there: such a process is matched by uid/gid
+        // rules, never treated as unidentified.
+        for text in ["", "0::/\n", "0::/"] {
+            assert_eq!(parse(text), Ok(Place::Host), "{text:?}");
+        }
+    }
+
+    #[test]
     fn disagreeing_lines_and_garbage_are_errors() {
         let two = format!("4:memory:/docker/{A}\n0::/docker/{B}\n");
         assert!(parse(&two).unwrap_err().contains("two containers"));
-        for text in ["", "garbage\n", "x::/\n", "0::relative\n", "0:/\n", ":::\n"] {
+        for text in ["garbage\n", "x::/\n", "0::relative\n", "0:/\n", ":::\n"] {
             assert!(parse(text).is_err(), "{text:?}");
         }
     }
