@@ -73,6 +73,10 @@ install_bin "$X/util-linux/usr/bin/setpriv" /usr/lib/hakeys-test/setpriv
 # The daemon's shipped default policy, where the systemd unit expects it.
 mkdir -p "$R/etc/hakeys"
 cp "$ROOT/systemd/teed-policy.toml" "$R/etc/hakeys/policy.toml"
+# The shipped policy names Docker containers, and the guest runs none: the
+# scenario starts teed with the uid-based policy (the one shipped before
+# containers were recognised, kept as a test fixture) instead.
+cp "$ROOT/host/teed/fixtures/policy-by-uid.toml" "$R/etc/hakeys/policy-by-uid.toml"
 for so in libckteec.so.0; do
   lib=$(find_lib "$so"); cp -L "$lib" "$L/$so"; copy_closure "$L/$so"
 done

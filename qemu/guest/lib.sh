@@ -31,3 +31,6 @@ c() {
   r "$@"
   rpmb_report "$1"
 }
+# f NAME FILE: hand a small file to the host, hex-encoded on one line
+#   HAKEYS-FILE NAME <hex>
+f() { echo "HAKEYS-FILE $1 $(od -An -v -tx1 "$2" | tr -d ' \n')"; }

@@ -48,10 +48,11 @@ boot2)
   r unseal-tampered /blobs/tampered.blob teectl unseal
   r unseal-old-retired /blobs/old.blob teectl unseal
   h unseal-secret-after-boot-done /blobs/secret.blob teectl unseal
-  # The daemon on the real TEE, with the shipped policy: uid 8123 is Home
+  # The daemon on the real TEE, with the uid-based policy (the shipped one
+  # names Docker containers, and this guest runs none): uid 8123 is Home
   # Assistant Core (ha/*); uid 4242 is in no rule.
   mkdir -p /run/hakeys
-  teed --backend tee --socket /run/hakeys/teed.sock --policy /etc/hakeys/policy.toml > /run/teed.log 2>&1 &
+  teed --backend tee --socket /run/hakeys/teed.sock --policy /etc/hakeys/policy-by-uid.toml > /run/teed.log 2>&1 &
   TEED=$!
   i=0; while [ ! -S /run/hakeys/teed.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
   AS_HA="/usr/lib/hakeys-test/setpriv --reuid 8123 --regid 8123 --clear-groups"
@@ -82,7 +83,7 @@ boot3)
   echo "HAKEYS-RESULT boot3-luks-open rc=$? err=$(head -c 300 /tmp/err.luks | tr '\n' ' ')"
   r boot3-luks-close "" cryptsetup close data
   mkdir -p /run/hakeys
-  teed --backend tee --socket /run/hakeys/teed.sock --policy /etc/hakeys/policy.toml > /run/teed.log 2>&1 &
+  teed --backend tee --socket /run/hakeys/teed.sock --policy /etc/hakeys/policy-by-uid.toml > /run/teed.log 2>&1 &
   TEED=$!
   # teed binds its socket only after the boot phase is over.
   i=0; while [ ! -S /run/hakeys/teed.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
@@ -123,13 +124,80 @@ bench)
   echo "HAKEYS-BENCH pkcs11-decrypt-1k runs=$N total_ms=$(( $(now_ms) - t0 ))"
   # Through the daemon on the TEE, as Home Assistant Core (uid 8123, ha/*).
   mkdir -p /run/hakeys
-  teed --backend tee --socket /run/hakeys/teed.sock --policy /etc/hakeys/policy.toml > /run/teed.log 2>&1 &
+  teed --backend tee --socket /run/hakeys/teed.sock --policy /etc/hakeys/policy-by-uid.toml > /run/teed.log 2>&1 &
   TEED=$!
   i=0; while [ ! -S /run/hakeys/teed.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
   t0=$(now_ms); i=0
   while [ $i -lt "$N" ]; do /usr/lib/hakeys-test/setpriv --reuid 8123 --regid 8123 --clear-groups teectl unseal < /tmp/b > /dev/null || echo "HAKEYS: daemon unseal failed"; i=$((i+1)); done
   echo "HAKEYS-BENCH daemon-unseal-1k runs=$N total_ms=$(( $(now_ms) - t0 ))"
   kill $TEED
+  ;;
+mig-b1)
+  # Migration (issue 10), board B's first boot: initialise, give out the
+  # public key.
+  c mig-b1-init "" teectl init
+  r mig-b1-pubkey "" teectl pubkey
+  f b.pem /tmp/out.mig-b1-pubkey
+  ;;
+mig-a1)
+  # Board A, all in the boot phase: escrow to the recovery key, seal, move
+  # to B with reseal (boot/ only with --allow-boot, only before boot-done).
+  mkdir -p /blobs
+  tar -xf "$(disk blobs)" -C /blobs
+  r mig-a1-init "" teectl init
+  r mig-a1-escrow "" teectl escrow --to /blobs/recovery.pem
+  f escrow.txt /tmp/out.mig-a1-escrow
+  r mig-a1-init-again "" teectl init
+  printf 'mig-secret' > /tmp/m1.txt
+  r mig-a1-seal /tmp/m1.txt teectl seal --namespace ha/core
+  cp /tmp/out.mig-a1-seal /tmp/a.blob
+  head -c 64 /dev/urandom > /tmp/luks.key
+  echo "HAKEYS-RESULT mig-a1-luks-key rc=0 sha256=$(sha256sum < /tmp/luks.key | cut -d' ' -f1)"
+  r mig-a1-seal-luks /tmp/luks.key teectl seal --namespace boot/luks-data
+  rm -f /tmp/luks.key
+  cp /tmp/out.mig-a1-seal-luks /tmp/luks.blob
+  c mig-a1-rotate "" teectl rotate
+  printf 'mig-secret-2' > /tmp/m2.txt
+  r mig-a1-seal-2 /tmp/m2.txt teectl seal --namespace ha/core
+  r mig-a1-reseal /tmp/a.blob teectl reseal --to /blobs/b.pem
+  r mig-a1-reseal-luks-no-allow /tmp/luks.blob teectl reseal --to /blobs/b.pem
+  r mig-a1-reseal-luks /tmp/luks.blob teectl reseal --to /blobs/b.pem --allow-boot
+  r mig-a1-boot-done "" teectl boot-done
+  r mig-a1-reseal-luks-after-boot-done /tmp/luks.blob teectl reseal --to /blobs/b.pem --allow-boot
+  ;;
+mig-b2)
+  # Board B opens what A resealed to it. The LUKS key is an offline blob in
+  # boot/, which boards refuse until root imports it (rewrap
+  # --import-offline); then it keys B's own volume.
+  mkdir -p /blobs
+  tar -xf "$(disk blobs)" -C /blobs
+  r mig-b2-unseal-luks-offline /blobs/luks-for-b.blob teectl unseal
+  r mig-b2-import-luks /blobs/luks-for-b.blob teectl rewrap --import-offline
+  cp /tmp/out.mig-b2-import-luks /tmp/luks-b.blob
+  h mig-b2-unseal-luks /tmp/luks-b.blob teectl unseal
+  r mig-b2-luks-format "" cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file /tmp/out.mig-b2-unseal-luks "$LUKS"
+  r mig-b2-luks-open "" cryptsetup open "$LUKS" data --key-file /tmp/out.mig-b2-unseal-luks
+  printf 'HAKEYS-MIGRATED-MARKER' | dd of=/dev/mapper/data bs=512 conv=sync 2>/dev/null
+  sync
+  r mig-b2-luks-close "" cryptsetup close data
+  rm -f /tmp/out.mig-b2-unseal-luks
+  h mig-b2-unseal-a /blobs/a-for-b.blob teectl unseal
+  r mig-b2-boot-done "" teectl boot-done
+  ;;
+mig-b3)
+  # Board B again, with blobs recovered on the host from A's escrow alone.
+  mkdir -p /blobs
+  tar -xf "$(disk blobs)" -C /blobs
+  r mig-b3-unseal-luks-offline /blobs/luks-rec.blob teectl unseal
+  r mig-b3-import-luks /blobs/luks-rec.blob teectl rewrap --import-offline
+  cp /tmp/out.mig-b3-import-luks /tmp/luks-rec-b.blob
+  teectl unseal < /tmp/luks-rec-b.blob | cryptsetup open "$LUKS" data --key-file - 2>/tmp/err.luks
+  echo "HAKEYS-RESULT mig-b3-luks-open rc=$? err=$(head -c 300 /tmp/err.luks | tr '\n' ' ')"
+  r mig-b3-luks-marker "" sh -c "dd if=/dev/mapper/data bs=22 count=1 2>/dev/null"
+  r mig-b3-luks-close "" cryptsetup close data
+  h mig-b3-unseal-a /blobs/a-rec.blob teectl unseal
+  h mig-b3-unseal-a2 /blobs/a2-rec.blob teectl unseal
+  r mig-b3-boot-done "" teectl boot-done
   ;;
 xtest)
   for t in ${XTESTS:-1001}; do

@@ -324,7 +324,7 @@ fn test() -> Result {
     }
 }
 
-fn teectl_bin() -> Result<PathBuf> {
+pub(crate) fn teectl_bin() -> Result<PathBuf> {
     run(Command::new(cargo()).current_dir(root()).args([
         "build",
         "--release",

@@ -10,6 +10,10 @@
 //!           boot-done locks it; a tampered and a retired blob are refused;
 //!   boot 3: the unlock step opens the volume but never calls boot-done;
 //!           teed ends the boot phase itself before serving: boot/ refused;
+//!   migration (issue 10), boards A and B: A escrows to a recovery key
+//!           made on the host and reseals to B; B opens A's blobs and keys
+//!           its volume with A's LUKS key; A's disks deleted, the host
+//!           recovers A's blobs for B from the escrow; B opens them;
 //!   then a reduced OP-TEE xtest selection with our supplicant (own board).
 //! `cargo xtask qemu-shell`: the same image, interactive.
 //! `cargo xtask qemu-bench`: figures for docs/BENCHMARKS-qemu.md.
@@ -375,6 +379,31 @@ impl Checks {
             }
         }
     }
+    /// A check made on the host: `ok`, or a failure described by `detail`.
+    fn host(&mut self, name: &str, ok: bool, detail: String) {
+        if ok {
+            self.passed += 1;
+            eprintln!("  ok   {name} (host)");
+        } else {
+            self.failures.push(format!("{name}: {detail}"));
+            eprintln!("  FAIL {name}");
+        }
+    }
+    /// `name` reported the SHA-256 `want` (hex) with exit 0.
+    fn expect_sha_hex(&mut self, r: &HashMap<String, Step>, name: &str, want: &str) {
+        if let Some(s) = self.step(r, name) {
+            if s.rc == 0 && s.sha256 == want {
+                self.passed += 1;
+                eprintln!("  ok   {name} (sha256 matches)");
+            } else {
+                self.failures.push(format!(
+                    "{name}: exit {}, sha256 {} (want 0, {want}); stderr {:?}",
+                    s.rc, s.sha256, s.err
+                ));
+                eprintln!("  FAIL {name}");
+            }
+        }
+    }
     fn expect_sha(&mut self, r: &HashMap<String, Step>, name: &str, plaintext: &[u8]) {
         let want = sha256_hex(plaintext);
         if let Some(s) = self.step(r, name) {
@@ -522,6 +551,8 @@ pub fn test(xtests: &[&str]) -> Result {
     checks.expect(&r3, "boot3-daemon-unseal-luks-as-ha", 4, None);
     checks.expect_sha(&r3, "boot3-unseal-secret", b"the-secret");
 
+    migration(&mut checks)?;
+
     if !xtests.is_empty() {
         let xboard = Board::fresh("xtest")?;
         let lines = xboard.boot(
@@ -563,6 +594,320 @@ pub fn test(xtests: &[&str]) -> Result {
             checks.failures.join("\n  ")
         ))
     }
+}
+
+/// A file the guest handed over with `f NAME FILE` (`HAKEYS-FILE NAME hex`).
+fn guest_file(lines: &[String], name: &str) -> Result<Vec<u8>> {
+    let hex = lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("HAKEYS-FILE {name} ")))
+        .ok_or(format!("the guest did not hand over {name}"))?
+        .trim();
+    (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+        .collect::<std::result::Result<Vec<u8>, _>>()
+        .map_err(|e| format!("{name}: bad hex from the guest: {e}"))
+}
+
+/// What a host `teectl` run gave: exit code, stdout, stderr.
+struct HostRun {
+    rc: i32,
+    out: Vec<u8>,
+    err: String,
+}
+
+fn host_teectl(teectl: &Path, args: &[&std::ffi::OsStr], stdin: &[u8]) -> Result<HostRun> {
+    let mut c = Command::new(teectl);
+    c.args(args)
+        .env_remove("TEECTL_STATE_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", teectl.display()))?;
+    let mut input = child.stdin.take().ok_or("no stdin")?;
+    input.write_all(stdin).map_err(|e| e.to_string())?;
+    drop(input);
+    let o = child.wait_with_output().map_err(|e| e.to_string())?;
+    Ok(HostRun {
+        rc: o.status.code().unwrap_or(-1),
+        out: o.stdout,
+        err: String::from_utf8_lossy(&o.stderr).into_owned(),
+    })
+}
+
+/// Issue 10's migration in QEMU: two boards, A and B (each its own RPMB
+/// image and LUKS disk). A escrows to a recovery key made on the host,
+/// seals, and reseals to B while it lives; B opens A's blobs and keys its
+/// own volume with A's LUKS key. Then A's disks are deleted, and the host
+/// recovers A's blobs for B from the escrow alone; B opens them, and its
+/// volume with the recovered key.
+fn migration(checks: &mut Checks) -> Result {
+    use std::ffi::OsStr;
+    let teectl = crate::teectl_bin()?;
+    let a = Board::fresh("mig-a")?;
+    let b = Board::fresh("mig-b")?;
+    let w = qdir().join("boards").join("mig-host");
+    let _ = fs::remove_dir_all(&w);
+    fs::create_dir_all(&w).map_err(|e| e.to_string())?;
+    let os = |p: &Path| p.as_os_str().to_owned();
+
+    // Host: the recovery key.
+    let rk = w.join("rk");
+    let made = host_teectl(
+        &teectl,
+        &[
+            OsStr::new("recovery-key"),
+            OsStr::new("new"),
+            OsStr::new("--out"),
+            &os(&rk),
+        ],
+        b"",
+    )?;
+    let made_out = String::from_utf8_lossy(&made.out).into_owned();
+    let mode = fs::metadata(rk.join("recovery-key.pem"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap_or(0);
+    checks.host(
+        "mig-host-recovery-key-new",
+        made.rc == 0 && mode == 0o600,
+        format!(
+            "exit {} (want 0), recovery-key.pem mode {mode:o} (want 600); stderr {:?}",
+            made.rc, made.err
+        ),
+    );
+    let fingerprint = made_out
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    // The code: the indented line of dash-separated groups.
+    let code = made_out
+        .lines()
+        .map(str::trim)
+        .find(|l| {
+            l.split('-').count() >= 4
+                && l.split('-')
+                    .all(|g| !g.is_empty() && g.bytes().all(|c| c.is_ascii_alphanumeric()))
+        })
+        .unwrap_or("")
+        .to_string();
+    checks.host(
+        "mig-host-recovery-code-printed",
+        !code.is_empty() && !fingerprint.is_empty(),
+        format!("no recovery code or fingerprint in {made_out:?}"),
+    );
+    let code_file = w.join("code.txt");
+    fs::write(&code_file, format!("{code}\n")).map_err(|e| e.to_string())?;
+    let recovery_pub = fs::read(rk.join("recovery.pem")).map_err(|e| e.to_string())?;
+
+    // Boot B1: B's public key.
+    let lb1 = b.boot(
+        "mig-b1",
+        "hakeys.mode=scenario hakeys.step=mig-b1",
+        Duration::from_secs(600),
+    )?;
+    let rb1 = results(&lb1);
+    checks.expect(&rb1, "mig-b1-init", 0, Some("initialised: new root key"));
+    checks.expect(&rb1, "mig-b1-pubkey", 0, Some("BEGIN PUBLIC KEY"));
+    let b_pem = guest_file(&lb1, "b.pem")?;
+    fs::write(w.join("b.pem"), &b_pem).map_err(|e| e.to_string())?;
+
+    // Boot A1: escrow, seal, reseal to B, all in the boot phase.
+    a.set_blobs(&[("b.pem", &b_pem), ("recovery.pem", &recovery_pub)])?;
+    let la1 = a.boot(
+        "mig-a1",
+        "hakeys.mode=scenario hakeys.step=mig-a1",
+        Duration::from_secs(600),
+    )?;
+    let ra1 = results(&la1);
+    checks.expect(&ra1, "mig-a1-init", 0, Some("NO ESCROW"));
+    checks.expect(&ra1, "mig-a1-escrow", 0, Some("hakeys-escrow:v1:"));
+    let escrow = guest_file(&la1, "escrow.txt")?;
+    let escrow_text = String::from_utf8_lossy(&escrow).into_owned();
+    checks.host(
+        "mig-a1-escrow-one-line",
+        escrow_text.starts_with("hakeys-escrow:v1:") && escrow_text.trim_end().lines().count() == 1,
+        format!("escrow output is not one hakeys-escrow:v1: line: {escrow_text:?}"),
+    );
+    fs::write(w.join("escrow.txt"), &escrow).map_err(|e| e.to_string())?;
+    checks.expect(&ra1, "mig-a1-init-again", 0, Some(&fingerprint));
+    checks.expect(&ra1, "mig-a1-seal", 0, Some("hakeys:v1:"));
+    checks.expect(&ra1, "mig-a1-seal-luks", 0, Some("hakeys:v1:"));
+    checks.expect(&ra1, "mig-a1-rotate", 0, Some("epoch 2"));
+    checks.expect(&ra1, "mig-a1-seal-2", 0, Some("hakeys:v1:"));
+    checks.expect(&ra1, "mig-a1-reseal", 0, Some("hakeys:v1:"));
+    checks.expect_err(&ra1, "mig-a1-reseal-luks-no-allow", 4, "--allow-boot");
+    checks.expect(&ra1, "mig-a1-reseal-luks", 0, Some("hakeys:v1:"));
+    checks.expect(&ra1, "mig-a1-boot-done", 0, None);
+    checks.expect(&ra1, "mig-a1-reseal-luks-after-boot-done", 4, None);
+    let luks_sha = ra1
+        .get("mig-a1-luks-key")
+        .map(|s| s.sha256.clone())
+        .unwrap_or_default();
+    let a_blob = blob_of(&ra1, "mig-a1-seal")?;
+    let a2_blob = blob_of(&ra1, "mig-a1-seal-2")?;
+    let luks_blob = blob_of(&ra1, "mig-a1-seal-luks")?;
+    let a_for_b = blob_of(&ra1, "mig-a1-reseal")?;
+    let luks_for_b = blob_of(&ra1, "mig-a1-reseal-luks")?;
+    for (n, t) in [
+        ("a.blob", &a_blob),
+        ("a2.blob", &a2_blob),
+        ("luks.blob", &luks_blob),
+        ("a-for-b.blob", &a_for_b),
+        ("luks-for-b.blob", &luks_for_b),
+    ] {
+        fs::write(w.join(n), t).map_err(|e| e.to_string())?;
+    }
+
+    // Boot B2: B opens what A resealed to it, and keys its volume.
+    b.set_blobs(&[
+        ("luks-for-b.blob", luks_for_b.as_bytes()),
+        ("a-for-b.blob", a_for_b.as_bytes()),
+    ])?;
+    let rb2 = results(&b.boot(
+        "mig-b2",
+        "hakeys.mode=scenario hakeys.step=mig-b2",
+        Duration::from_secs(600),
+    )?);
+    checks.expect_err(&rb2, "mig-b2-unseal-luks-offline", 4, "offline");
+    checks.expect(&rb2, "mig-b2-import-luks", 0, Some("hakeys:v1:"));
+    checks.expect_sha_hex(&rb2, "mig-b2-unseal-luks", &luks_sha);
+    checks.expect(&rb2, "mig-b2-luks-format", 0, None);
+    checks.expect(&rb2, "mig-b2-luks-open", 0, None);
+    checks.expect(&rb2, "mig-b2-luks-close", 0, None);
+    checks.expect_sha(&rb2, "mig-b2-unseal-a", b"mig-secret");
+    checks.expect(&rb2, "mig-b2-boot-done", 0, None);
+
+    // Host: A is lost. From its escrow and the recovery key alone.
+    drop(a);
+    let _ = fs::remove_dir_all(qdir().join("boards").join("mig-a"));
+    let escrow_f = os(&w.join("escrow.txt"));
+    let key_f = os(&rk.join("recovery-key.pem"));
+    let b_f = os(&w.join("b.pem"));
+    let mut recovered = HashMap::new();
+    for (name, blob) in [("a", &a_blob), ("a2", &a2_blob), ("luks", &luks_blob)] {
+        let r = host_teectl(
+            &teectl,
+            &[
+                OsStr::new("recover"),
+                OsStr::new("--escrow"),
+                &escrow_f,
+                OsStr::new("--key"),
+                &key_f,
+                OsStr::new("--to"),
+                &b_f,
+            ],
+            blob.as_bytes(),
+        )?;
+        let out = String::from_utf8_lossy(&r.out).into_owned();
+        checks.host(
+            &format!("mig-host-recover-{name}"),
+            r.rc == 0 && out.starts_with("hakeys:v1:"),
+            format!("exit {} (want 0), stdout {out:?}, stderr {:?}", r.rc, r.err),
+        );
+        fs::write(w.join(format!("{name}-rec.blob")), &out).map_err(|e| e.to_string())?;
+        recovered.insert(name, out);
+    }
+    let with_code = host_teectl(
+        &teectl,
+        &[
+            OsStr::new("recover"),
+            OsStr::new("--escrow"),
+            &escrow_f,
+            OsStr::new("--key"),
+            &os(&code_file),
+            OsStr::new("--to"),
+            &b_f,
+        ],
+        a_blob.as_bytes(),
+    )?;
+    checks.host(
+        "mig-host-recover-with-code",
+        with_code.rc == 0 && with_code.out.starts_with(b"hakeys:v1:"),
+        format!("exit {} (want 0), stderr {:?}", with_code.rc, with_code.err),
+    );
+    let plain = host_teectl(
+        &teectl,
+        &[
+            OsStr::new("recover"),
+            OsStr::new("--escrow"),
+            &escrow_f,
+            OsStr::new("--key"),
+            &key_f,
+            OsStr::new("--plaintext"),
+        ],
+        a_blob.as_bytes(),
+    )?;
+    checks.host(
+        "mig-host-recover-plaintext",
+        plain.rc == 0 && plain.out == b"mig-secret",
+        format!(
+            "exit {} (want 0), {} bytes (want mig-secret), stderr {:?}",
+            plain.rc,
+            plain.out.len(),
+            plain.err
+        ),
+    );
+    let rk2 = w.join("rk2");
+    let made2 = host_teectl(
+        &teectl,
+        &[
+            OsStr::new("recovery-key"),
+            OsStr::new("new"),
+            OsStr::new("--out"),
+            &os(&rk2),
+        ],
+        b"",
+    )?;
+    let wrong = host_teectl(
+        &teectl,
+        &[
+            OsStr::new("recover"),
+            OsStr::new("--escrow"),
+            &escrow_f,
+            OsStr::new("--key"),
+            &os(&rk2.join("recovery-key.pem")),
+            OsStr::new("--to"),
+            &b_f,
+        ],
+        a_blob.as_bytes(),
+    )?;
+    checks.host(
+        "mig-host-recover-other-key",
+        made2.rc == 0 && wrong.rc == 5 && wrong.out.is_empty(),
+        format!("exit {} (want 5), stderr {:?}", wrong.rc, wrong.err),
+    );
+
+    // Boot B3: B opens the recovered blobs, and its volume with the
+    // recovered LUKS key.
+    let get = |n: &str| recovered.get(n).cloned().unwrap_or_default();
+    b.set_blobs(&[
+        ("luks-rec.blob", get("luks").as_bytes()),
+        ("a-rec.blob", get("a").as_bytes()),
+        ("a2-rec.blob", get("a2").as_bytes()),
+    ])?;
+    let rb3 = results(&b.boot(
+        "mig-b3",
+        "hakeys.mode=scenario hakeys.step=mig-b3",
+        Duration::from_secs(600),
+    )?);
+    checks.expect_err(&rb3, "mig-b3-unseal-luks-offline", 4, "offline");
+    checks.expect(&rb3, "mig-b3-import-luks", 0, Some("hakeys:v1:"));
+    checks.expect(&rb3, "mig-b3-luks-open", 0, None);
+    checks.expect(
+        &rb3,
+        "mig-b3-luks-marker",
+        0,
+        Some("HAKEYS-MIGRATED-MARKER"),
+    );
+    checks.expect(&rb3, "mig-b3-luks-close", 0, None);
+    checks.expect_sha(&rb3, "mig-b3-unseal-a", b"mig-secret");
+    checks.expect_sha(&rb3, "mig-b3-unseal-a2", b"mig-secret-2");
+    checks.expect(&rb3, "mig-b3-boot-done", 0, None);
+    Ok(())
 }
 
 /// An interactive shell on the same image (disks kept in .cache/qemu/boards/shell).
