@@ -534,10 +534,27 @@ fn all_seeds() -> Seeds {
         "unprogrammed-read",
         [std::vec![0x00], read1].concat(),
     );
-    // rpmb_image: patches [offset/4 hi, lo, len, bytes] to a valid image.
+    // rpmb_image: patches [offset/4 hi, lo, len, bytes] to a valid image
+    // (rpmb-sim/SPEC.md §6: superblock at 0, state slots at 4096 and 8192,
+    // the journal at 12288).
     put("rpmb_image", "unpatched", Vec::new());
+    put("rpmb_image", "empty-patch", std::vec![0, 0, 0]);
     put("rpmb_image", "superblock-byte", std::vec![0, 0, 1, 0xff]);
-    put("rpmb_image", "a-slot-word", std::vec![0, 16, 4, 0, 0, 0, 9]);
+    put(
+        "rpmb_image",
+        "state-slot-0-byte",
+        std::vec![0x04, 0x00, 1, 0x7f],
+    );
+    put(
+        "rpmb_image",
+        "state-slot-1-bytes",
+        std::vec![0x08, 0x00, 2, 0x01, 0x02],
+    );
+    put(
+        "rpmb_image",
+        "journal-header",
+        std::vec![0x0c, 0x00, 4, 0, 0, 0, 1],
+    );
     s
 }
 
