@@ -120,6 +120,33 @@ impl T {
         p
     }
 
+    /// `teectl reseal --to <to> ARGS` on `board`, nothing on stdin.
+    fn reseal(&self, board: &Board, to: &Path, args: &[&str]) -> Run {
+        self.on(
+            board,
+            &[&["reseal", "--to", path(to)][..], args].concat(),
+            b"",
+        )
+    }
+
+    /// `teectl recover --escrow <escrow> --key <key> ARGS` offline, nothing
+    /// on stdin.
+    fn recover(&self, escrow: &Path, key: &Path, args: &[&str]) -> Run {
+        let base = ["recover", "--escrow", path(escrow), "--key", path(key)];
+        self.offline(&[&base[..], args].concat(), b"")
+    }
+
+    /// `board`'s escrow to the recovery key in `k`, in escrow.txt.
+    fn escrow(&self, board: &Board, k: &Path) -> PathBuf {
+        let pem = k.join("recovery.pem");
+        self.write(
+            "escrow.txt",
+            &self
+                .on(board, &["escrow", "--to", path(&pem)], b"")
+                .success(),
+        )
+    }
+
     /// `board`'s public key in a file.
     fn pubkey(&self, board: &Board, name: &str) -> PathBuf {
         self.write(name, &board.ok(&["pubkey"], b""))
@@ -777,11 +804,7 @@ fn whole_files_convert_every_blob_and_keep_every_other_byte() {
     let a = initialised();
     let b = initialised();
     let b_pem = t.pubkey(&b, "b.pem");
-    let escrow = t.write(
-        "escrow.txt",
-        &t.on(&a, &["escrow", "--to", path(&k.join("recovery.pem"))], b"")
-            .success(),
-    );
+    let escrow = t.escrow(&a, &k);
     let (text, secrets) = secrets_yaml(&t, &a);
     let input = t.write("secrets.yaml", &text);
     std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -802,107 +825,40 @@ fn whole_files_convert_every_blob_and_keep_every_other_byte() {
     };
     // reseal --in/--out on the living board.
     let out = t.p("for-b.yaml");
-    let r = t.on(
-        &a,
-        &[
-            "reseal",
-            "--to",
-            path(&b_pem),
-            "--in",
-            path(&input),
-            "--out",
-            path(&out),
-        ],
-        b"",
-    );
-    assert!(String::from_utf8_lossy(&r.success()).contains("5 blobs"));
+    let reseal = || {
+        let args = ["--in", path(&input), "--out", path(&out)];
+        t.reseal(&a, &b_pem, &args)
+    };
+    assert!(String::from_utf8_lossy(&reseal().success()).contains("5 blobs"));
     opens_on_b(&out);
     // Never over an existing file without --force; with it, replaced.
     let before = std::fs::read(&out).unwrap();
-    t.on(
-        &a,
-        &[
-            "reseal",
-            "--to",
-            path(&b_pem),
-            "--in",
-            path(&input),
-            "--out",
-            path(&out),
-        ],
-        b"",
-    )
-    .fails_with(OUTPUT);
+    reseal().fails_with(OUTPUT);
     assert_eq!(std::fs::read(&out).unwrap(), before);
     // recover --to on a dead board's file, in place with --force.
     std::fs::remove_dir_all(a.state()).unwrap();
     let inplace = t.write("inplace.yaml", &text);
     std::fs::set_permissions(&inplace, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let base = ["recover", "--escrow", path(&escrow), "--key", path(&key)];
-    t.offline(
-        &[
-            &base[..],
-            &[
-                "--to",
-                path(&b_pem),
-                "--in",
-                path(&inplace),
-                "--out",
-                path(&inplace),
-            ],
-        ]
-        .concat(),
-        b"",
-    )
-    .fails_with(OUTPUT);
-    t.ok_offline(
-        &[
-            &base[..],
-            &[
-                "--to",
-                path(&b_pem),
-                "--in",
-                path(&inplace),
-                "--out",
-                path(&inplace),
-                "--force",
-            ],
-        ]
-        .concat(),
-        b"",
-    );
+    let recover = |args: &[&str]| t.recover(&escrow, &key, args);
+    let to_b = ["--to", path(&b_pem)];
+    let to_inplace = [
+        &to_b[..],
+        &["--in", path(&inplace), "--out", path(&inplace)],
+    ]
+    .concat();
+    recover(&to_inplace).fails_with(OUTPUT);
+    recover(&[&to_inplace[..], &["--force"]].concat()).success();
     opens_on_b(&inplace);
 
     // Plaintext into a file: only when explicitly allowed; mode 0600;
     // every value a YAML double-quoted string.
     let plain = t.p("plain.yaml");
-    let err = t
-        .offline(
-            &[
-                &base[..],
-                &["--plaintext", "--in", path(&input), "--out", path(&plain)],
-            ]
-            .concat(),
-            b"",
-        )
-        .fails_with(USAGE);
+    let err =
+        recover(&["--plaintext", "--in", path(&input), "--out", path(&plain)]).fails_with(USAGE);
     assert!(err.contains("--allow-plaintext-files"), "{err}");
     assert!(!plain.exists());
-    t.ok_offline(
-        &[
-            &base[..],
-            &[
-                "--plaintext",
-                "--allow-plaintext-files",
-                "--in",
-                path(&input),
-                "--out",
-                path(&plain),
-            ],
-        ]
-        .concat(),
-        b"",
-    );
+    let allowed = ["--plaintext", "--allow-plaintext-files"];
+    recover(&[&allowed[..], &["--in", path(&input), "--out", path(&plain)]].concat()).success();
     assert_eq!(
         std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777,
         0o600
@@ -939,23 +895,14 @@ fn whole_files_convert_every_blob_and_keep_every_other_byte() {
         .as_bytes(),
     );
     let out2 = t.p("awkward-plain.yaml");
-    let err = t
-        .offline(
-            &[
-                &base[..],
-                &[
-                    "--plaintext",
-                    "--allow-plaintext-files",
-                    "--in",
-                    path(&awkward),
-                    "--out",
-                    path(&out2),
-                ],
-            ]
-            .concat(),
-            b"",
-        )
-        .fails_with(USAGE);
+    let err = recover(
+        &[
+            &allowed[..],
+            &["--in", path(&awkward), "--out", path(&out2)],
+        ]
+        .concat(),
+    )
+    .fails_with(USAGE);
     assert!(
         err.contains("line 2") && err.contains("whole YAML value"),
         "{err}"
@@ -971,22 +918,7 @@ fn whole_files_convert_every_blob_and_keep_every_other_byte() {
     lines[3] = lines[3].replacen("hakeys:v1:SE", "hakeys:v1:SF", 1);
     let broken = t.write("broken.yaml", lines.join("\n").as_bytes());
     let out3 = t.p("broken-out.yaml");
-    let err = t
-        .offline(
-            &[
-                &base[..],
-                &[
-                    "--to",
-                    path(&b_pem),
-                    "--in",
-                    path(&broken),
-                    "--out",
-                    path(&out3),
-                ],
-            ]
-            .concat(),
-            b"",
-        )
+    let err = recover(&[&to_b[..], &["--in", path(&broken), "--out", path(&out3)]].concat())
         .fails_with(REJECTED);
     assert!(err.contains("line 4"), "{err}");
     assert!(!out3.exists());
@@ -1037,11 +969,7 @@ fn directories_of_blob_files_convert_whole() {
     let a = initialised();
     let b = initialised();
     let b_pem = t.pubkey(&b, "b.pem");
-    let escrow = t.write(
-        "escrow.txt",
-        &t.on(&a, &["escrow", "--to", path(&k.join("recovery.pem"))], b"")
-            .success(),
-    );
+    let escrow = t.escrow(&a, &k);
     let src = t.p("blobs");
     std::fs::create_dir(&src).unwrap();
     let luks = a.seal("boot/luks-data", SECRETS[7]);
@@ -1055,36 +983,13 @@ fn directories_of_blob_files_convert_whole() {
 
     // reseal --dir (boot/ needs --allow-boot: without it nothing is written).
     let out = t.p("for-b");
-    t.on(
-        &a,
-        &[
-            "reseal",
-            "--to",
-            path(&b_pem),
-            "--dir",
-            path(&src),
-            "--out",
-            path(&out),
-        ],
-        b"",
-    )
-    .fails_with(REFUSED);
+    let reseal = |extra: &[&str]| {
+        let dir = ["--dir", path(&src), "--out", path(&out)];
+        t.reseal(&a, &b_pem, &[extra, &dir].concat())
+    };
+    reseal(&[]).fails_with(REFUSED);
     assert!(!out.exists());
-    t.on(
-        &a,
-        &[
-            "reseal",
-            "--to",
-            path(&b_pem),
-            "--allow-boot",
-            "--dir",
-            path(&src),
-            "--out",
-            path(&out),
-        ],
-        b"",
-    )
-    .success();
+    reseal(&["--allow-boot"]).success();
     let check_b = |dir: &Path| {
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
@@ -1100,67 +1005,22 @@ fn directories_of_blob_files_convert_whole() {
         assert_eq!(b.ok(&["unseal"], &text), SECRETS[0]);
     };
     check_b(&out);
-    t.on(
-        &a,
-        &[
-            "reseal",
-            "--to",
-            path(&b_pem),
-            "--allow-boot",
-            "--dir",
-            path(&src),
-            "--out",
-            path(&out),
-        ],
-        b"",
-    )
-    .fails_with(OUTPUT);
+    reseal(&["--allow-boot"]).fails_with(OUTPUT);
 
     // The board dies: recover the directory to B, and as plaintext files.
     std::fs::remove_dir_all(a.state()).unwrap();
-    let base = ["recover", "--escrow", path(&escrow), "--key", path(&key)];
+    // `recover` of the directory `src` into `out`, with `extra` before.
+    let recover = |extra: &[&str], out: &Path| {
+        let dir = ["--dir", path(&src), "--out", path(out)];
+        t.recover(&escrow, &key, &[extra, &dir].concat())
+    };
+    let to_b = ["--to", path(&b_pem)];
     let out2 = t.p("recovered");
-    t.ok_offline(
-        &[
-            &base[..],
-            &[
-                "--to",
-                path(&b_pem),
-                "--dir",
-                path(&src),
-                "--out",
-                path(&out2),
-            ],
-        ]
-        .concat(),
-        b"",
-    );
+    recover(&to_b, &out2).success();
     check_b(&out2);
     let plain = t.p("plain");
-    t.offline(
-        &[
-            &base[..],
-            &["--plaintext", "--dir", path(&src), "--out", path(&plain)],
-        ]
-        .concat(),
-        b"",
-    )
-    .fails_with(USAGE);
-    t.ok_offline(
-        &[
-            &base[..],
-            &[
-                "--plaintext",
-                "--allow-plaintext-files",
-                "--dir",
-                path(&src),
-                "--out",
-                path(&plain),
-            ],
-        ]
-        .concat(),
-        b"",
-    );
+    recover(&["--plaintext"], &plain).fails_with(USAGE);
+    recover(&["--plaintext", "--allow-plaintext-files"], &plain).success();
     assert_eq!(
         std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777,
         0o700
@@ -1174,43 +1034,14 @@ fn directories_of_blob_files_convert_whole() {
         );
     }
     // --force into the existing directory replaces its files.
-    t.ok_offline(
-        &[
-            &base[..],
-            &[
-                "--to",
-                path(&b_pem),
-                "--dir",
-                path(&src),
-                "--out",
-                path(&out2),
-                "--force",
-            ],
-        ]
-        .concat(),
-        b"",
-    );
+    let dir = ["--dir", path(&src), "--out", path(&out2), "--force"];
+    t.recover(&escrow, &key, &[&to_b[..], &dir].concat())
+        .success();
     check_b(&out2);
     // A damaged .blob file: nothing written.
     std::fs::write(src.join("zz-damaged.blob"), b"hakeys:v1:SEtTQgEBAAAA\n").unwrap();
     let out3 = t.p("never");
-    let err = t
-        .offline(
-            &[
-                &base[..],
-                &[
-                    "--to",
-                    path(&b_pem),
-                    "--dir",
-                    path(&src),
-                    "--out",
-                    path(&out3),
-                ],
-            ]
-            .concat(),
-            b"",
-        )
-        .fails_with(REJECTED);
+    let err = recover(&to_b, &out3).fails_with(REJECTED);
     assert!(err.contains("zz-damaged.blob"), "{err}");
     assert!(!out3.exists());
 }
@@ -1220,11 +1051,7 @@ fn recover_waits_for_a_slowly_typed_code_whatever_the_engine_timeout() {
     let t = T::new();
     let (k, code) = t.recovery_key("k");
     let a = initialised();
-    let escrow = t.write(
-        "escrow.txt",
-        &t.on(&a, &["escrow", "--to", path(&k.join("recovery.pem"))], b"")
-            .success(),
-    );
+    let escrow = t.escrow(&a, &k);
     let blob = a.seal("ha/core", SECRETS[1]);
     // A pipe that gets the code only after the engine timeout has passed.
     let fifo = t.p("code.fifo");
@@ -1262,15 +1089,7 @@ fn a_v1_state_directory_escrows_and_recovers() {
     let t = T::new();
     let (k, _) = t.recovery_key("k");
     let (board, blobs) = Board::from_v1_fixture();
-    let escrow = t.write(
-        "escrow.txt",
-        &t.on(
-            &board,
-            &["escrow", "--to", path(&k.join("recovery.pem"))],
-            b"",
-        )
-        .success(),
-    );
+    let escrow = t.escrow(&board, &k);
     std::fs::remove_dir_all(board.state()).unwrap();
     for v in &blobs {
         let plain = t.ok_offline(
