@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hakeys_e2e::{teectl_bin, teed_bin};
+use hakeys_e2e::output::{fails, ok, stderr};
+use hakeys_e2e::{teectl_bin, teed_bin, teed_sim};
 use serde_json::{json, Value};
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -230,19 +231,7 @@ impl Daemon {
     }
 
     fn teed_command(&self) -> Command {
-        let mut c = Command::new(teed_bin());
-        c.args(["--backend", "sim", "--state-dir"])
-            .arg(self.state())
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("--policy")
-            .arg(self.policy())
-            .env("HAKEYS_SIM_BOOT_ID", "boot-1")
-            .env_remove("TEECTL_STATE_DIR")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("LISTEN_PID")
-            .env_remove("LISTEN_FDS");
-        c
+        teed_sim(&self.state(), &self.socket(), &self.policy(), "boot-1")
     }
 
     fn log_file(&self) -> fs::File {
@@ -387,23 +376,6 @@ fn as_user<'a>(c: &'a mut Command, u: &User) -> &'a mut Command {
 
 fn run(c: &mut Command, stdin: &[u8]) -> Output {
     hakeys_e2e::run_with_stdin(c, stdin)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: Output) -> Vec<u8> {
-    assert!(o.status.success(), "failed ({}): {}", o.status, stderr(&o));
-    o.stdout
-}
-
-/// Require exit `code`; returns stderr.
-fn fails(o: Output, code: i32) -> String {
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
-    assert!(o.stdout.is_empty(), "printed on failure");
-    err
 }
 
 /// A raw protocol connection (as root).
@@ -681,6 +653,15 @@ fn bad_requests_get_errors_and_others_keep_being_served() {
 
     // Malformed lines: an error each, and the same connection goes on.
     let mut c = d.conn();
+    // A good unseal answer says what kind of blob it opened.
+    let r =
+        c.request(json!({"v":1,"op":"unseal","blob":String::from_utf8_lossy(&secret_blob).trim()}));
+    assert_eq!(status_of(&r), "ok", "{r}");
+    assert_eq!(
+        (r["kind"].as_str(), r["epoch"].as_u64()),
+        (Some("device"), Some(1)),
+        "{r}"
+    );
     for (line, want) in [
         (&b"garbage"[..], "bad_message"),
         (b"", "bad_message"),

@@ -29,6 +29,15 @@ pub struct StatusAnswer {
 pub struct UnsealAnswer {
     /// The namespace named in the blob's authenticated header.
     pub namespace: String,
+    /// `device` (sealed on this board) or `offline` (sealed to the board's
+    /// public key, by anyone who has it): a caller that must not trust a
+    /// value someone else could have planted refuses `offline`.
+    /// Absent only in answers of daemons before this field existed.
+    #[serde(default)]
+    pub kind: String,
+    /// The blob's epoch (device) or generation (offline).
+    #[serde(default)]
+    pub epoch: u32,
     /// The secret, base64 (standard alphabet, padded).
     pub plaintext: Zeroizing<String>,
 }
@@ -96,13 +105,20 @@ pub fn encode_error(code: Code, message: &str, retry_after_ms: Option<u64>) -> Z
 }
 
 /// The answer to a successful `unseal`; wiped on drop.
-pub fn encode_unseal(namespace: &str, plaintext: &[u8]) -> Zeroizing<Vec<u8>> {
+pub fn encode_unseal(
+    namespace: &str,
+    kind: &str,
+    epoch: u32,
+    plaintext: &[u8],
+) -> Zeroizing<Vec<u8>> {
     let mut b64 = Zeroizing::new(String::with_capacity(plaintext.len().div_ceil(3) * 4));
     STANDARD.encode_string(plaintext, &mut b64);
     encode_answer(
         Code::OK,
         &UnsealAnswer {
             namespace: namespace.into(),
+            kind: kind.into(),
+            epoch,
             plaintext: b64,
         },
     )

@@ -22,6 +22,14 @@ pub struct UnsealRequest {
     pub blob_namespace: String,
     /// The namespace the caller asked for, if any (refused if it differs).
     pub namespace: Option<String>,
+    /// The blob's kind from its header: `device` (sealed on this board) or
+    /// `offline` (sealed to its public key by anyone who has it). The header
+    /// is authenticated when the blob opens, so after a successful unseal
+    /// this is the blob's true kind.
+    pub blob_kind: &'static str,
+    /// The blob's epoch (a device blob) or generation (an offline blob)
+    /// from its header, authenticated the same way.
+    pub blob_epoch: u32,
 }
 
 /// A decoded, validated `seal` request.
@@ -453,13 +461,15 @@ pub fn decode_request(line: &[u8]) -> Result<Request, DecodeError> {
             }
             let blob =
                 armor::blob_from_input(text.as_bytes()).map_err(|e| rejected(e.to_string()))?;
-            let blob_namespace = hakeys_engine::blob::parse(&blob)
-                .map(|p| p.namespace.to_string())
+            let (blob_namespace, blob_kind, blob_epoch) = hakeys_engine::blob::parse(&blob)
+                .map(|p| (p.namespace.to_string(), p.kind.name(), p.epoch))
                 .map_err(|_| rejected(Status::BlobRejected.message().into()))?;
             Ok(Request::Unseal(UnsealRequest {
                 blob,
                 blob_namespace,
                 namespace,
+                blob_kind,
+                blob_epoch,
             }))
         }
     }

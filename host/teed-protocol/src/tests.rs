@@ -162,7 +162,7 @@ fn code_names_round_trip_and_responses_are_json_lines() {
     }
     let lines = [
         encode_error(Code::RateLimited, "slow \"down\"\n", Some(250)),
-        encode_unseal("ha/core", b"\x00\xffsecret"),
+        encode_unseal("ha/core", "device", 2, b"\x00\xffsecret"),
         encode_seal(b"HKSB"),
         encode_pubkey("-----BEGIN PUBLIC KEY-----\nAA\n-----END PUBLIC KEY-----\n"),
         encode_status(&StatusAnswer {

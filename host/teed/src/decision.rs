@@ -458,6 +458,7 @@ fn execute(engine: &impl Engine, policy: &Policy, caller: &Peer, req: Request) -
                 ));
             }
             authorize(policy, caller, Op::Unseal, &u.blob_namespace)?;
+            let (kind, epoch) = (u.blob_kind, u.blob_epoch);
             // The engine is told the namespace policy allowed, and checks
             // the authenticated header against it.
             match call(Job::Unseal {
@@ -467,7 +468,7 @@ fn execute(engine: &impl Engine, policy: &Policy, caller: &Peer, req: Request) -
                 Answer::Unseal {
                     namespace,
                     plaintext,
-                } => Ok(protocol::encode_unseal(&namespace, &plaintext)),
+                } => Ok(protocol::encode_unseal(&namespace, kind, epoch, &plaintext)),
                 _ => Err(unexpected()),
             }
         }

@@ -193,6 +193,9 @@ fn allowed_operations_reach_the_engine_and_are_audited() {
     assert_eq!(a["status"], "ok");
     assert_eq!(a["namespace"], "ha/core");
     assert_eq!(a["plaintext"], "czNjcmV0");
+    // The test blobs are sealed offline to a test key: the answer says so,
+    // so a caller that must not accept a planted value can refuse it.
+    assert_eq!(a["kind"], "offline");
     let audit = audit.unwrap();
     assert_eq!(
         audit.line(&CORE),
