@@ -113,6 +113,9 @@ pub trait SharedMemory {
     fn read(&self, id: u64, offset: usize, out: &mut [u8]) -> Result<(), u32>;
     /// Copy `data` to `offset` of allocation `id`.
     fn write(&mut self, id: u64, offset: usize, data: &[u8]) -> Result<(), u32>;
+    /// Whether `offset..offset + len` lies inside allocation `id`. Checked
+    /// before anything is sized from an OP-TEE-supplied length.
+    fn fits(&self, id: u64, offset: usize, len: usize) -> bool;
 }
 
 /// Counters for the log and the benchmark record.
@@ -252,6 +255,11 @@ impl<M: SharedMemory> Supplicant<M> {
         else {
             return teec::ERROR_BAD_PARAMETERS;
         };
+        // Both lengths come from OP-TEE: check them against the shared
+        // memory before any buffer is sized from them.
+        if !self.shm.fits(req_id, req_off, req_len) || !self.shm.fits(resp_id, resp_off, resp_len) {
+            return teec::ERROR_BAD_PARAMETERS;
+        }
         if !(RPMB_REQ_HEADER..=RPMB_REQ_HEADER + 64 * FRAME_LEN).contains(&req_len) {
             return teec::ERROR_BAD_PARAMETERS;
         }

@@ -181,7 +181,15 @@ impl SharedMemory for OsSharedMemory<'_> {
                 // SAFETY: on success the ioctl returns a new file descriptor
                 // that nothing else owns.
                 let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                let id = u64::try_from(data.id).map_err(|_| teec::ERROR_GENERIC)?;
+                let Ok(id) = u64::try_from(data.id) else {
+                    // A negative id from the driver: unregister (close the
+                    // fd) first, then free the pages, so nothing leaks.
+                    drop(fd);
+                    // SAFETY: allocated above with this layout; the driver
+                    // no longer references it once the fd is closed.
+                    unsafe { dealloc(ptr.as_ptr(), layout) };
+                    return Err(teec::ERROR_GENERIC);
+                };
                 self.regions.insert(
                     id,
                     Region {
@@ -217,6 +225,10 @@ impl SharedMemory for OsSharedMemory<'_> {
         // `region`); `out` is a distinct Rust buffer.
         unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), out.len()) };
         Ok(())
+    }
+
+    fn fits(&self, id: u64, offset: usize, len: usize) -> bool {
+        self.region(id, offset, len).is_ok()
     }
 
     fn write(&mut self, id: u64, offset: usize, data: &[u8]) -> Result<(), u32> {

@@ -31,6 +31,12 @@ impl SharedMemory for FakeShm {
         );
         Ok(())
     }
+    fn fits(&self, id: u64, offset: usize, len: usize) -> bool {
+        self.regions
+            .get(&id)
+            .is_some_and(|r| offset.checked_add(len).is_some_and(|end| end <= r.len()))
+    }
+
     fn write(&mut self, id: u64, offset: usize, data: &[u8]) -> Result<(), u32> {
         let r = self
             .regions
@@ -401,4 +407,40 @@ fn power_cut_options_go_together_and_are_checked() {
     ] {
         assert!(PowerCut::from_args(n, m, none()).is_err(), "{n:?} {m:?}");
     }
+}
+
+#[test]
+fn rpmb_lengths_from_optee_are_checked_before_anything_is_sized_from_them() {
+    let mut s = supplicant(None);
+    let mut req = Frame::new_request(REQ_READ_COUNTER);
+    req.set_nonce(&[7; 16]);
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&0u16.to_ne_bytes());
+    bytes.extend_from_slice(&0u16.to_ne_bytes());
+    bytes.extend_from_slice(&1u16.to_ne_bytes());
+    bytes.extend_from_slice(req.as_bytes());
+    let req_id = s.shm.alloc(bytes.len()).unwrap();
+    s.shm.write(req_id, 0, &bytes).unwrap();
+    let resp_id = s.shm.alloc(FRAME_LEN).unwrap();
+    // A response length far beyond the shared memory region (a multiple
+    // of the frame size, so only the region check can refuse it): before
+    // the check, the supplicant sized a buffer of this length first.
+    let huge = (usize::MAX / 2 / FRAME_LEN) * FRAME_LEN;
+    let mut p = [
+        memref(attr::MEMREF_INPUT, req_id, bytes.len()),
+        memref(attr::MEMREF_OUTPUT, resp_id, huge),
+    ];
+    assert_eq!(s.handle(func::RPMB, &mut p), teec::ERROR_BAD_PARAMETERS);
+    // A request longer than its region is refused the same way.
+    let mut p = [
+        memref(attr::MEMREF_INPUT, req_id, bytes.len() + FRAME_LEN),
+        memref(attr::MEMREF_OUTPUT, resp_id, FRAME_LEN),
+    ];
+    assert_eq!(s.handle(func::RPMB, &mut p), teec::ERROR_BAD_PARAMETERS);
+    // And the well-formed call still works.
+    let mut p = [
+        memref(attr::MEMREF_INPUT, req_id, bytes.len()),
+        memref(attr::MEMREF_OUTPUT, resp_id, FRAME_LEN),
+    ];
+    assert_eq!(s.handle(func::RPMB, &mut p), teec::SUCCESS);
 }
