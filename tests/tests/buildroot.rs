@@ -367,3 +367,49 @@ fn a_board_never_gets_the_qemu_targets_insecure_optee_settings() {
         );
     }
 }
+
+#[test]
+fn the_ta_rollback_version_follows_the_release() {
+    // OP-TEE refuses to load a TA older than the newest it ran, by the
+    // number given to sign_encrypt.py; a fixed number would let anyone
+    // reinstall an older, vulnerable TA.
+    let mk = read(&tree().join("package/hakeys-ta/hakeys-ta.mk"));
+    let script = read(&repo().join("qemu/build-ta.sh"));
+    for (name, text) in [("hakeys-ta.mk", &mk), ("qemu/build-ta.sh", &script)] {
+        assert!(
+            !text.contains("--ta-version 1 ") && text.contains("--ta-version"),
+            "{name} signs with a fixed TA version"
+        );
+    }
+    // Evaluate the package's definition with make, for the crate's version.
+    let version = cargo_version(&repo().join("Cargo.toml"));
+    let def = logical_lines(&mk)
+        .into_iter()
+        .find(|l| l.starts_with("HAKEYS_TA_ROLLBACK_VERSION ="))
+        .expect("HAKEYS_TA_ROLLBACK_VERSION");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let makefile = dir.path().join("Makefile");
+    std::fs::write(
+        &makefile,
+        format!(
+            "HAKEYS_TA_VERSION = {version}\n{def}\nall:\n\t@echo $(HAKEYS_TA_ROLLBACK_VERSION)\n"
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new("make")
+        .arg("-s")
+        .arg("-f")
+        .arg(&makefile)
+        .output()
+        .expect("make");
+    let got: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a number");
+    let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap()).collect();
+    assert_eq!(got, parts[0] * 65536 + parts[1] * 256 + parts[2]);
+    assert!(
+        got > 1,
+        "above the fixed 1 that earlier images were signed with"
+    );
+}

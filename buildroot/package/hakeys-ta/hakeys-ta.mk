@@ -7,6 +7,11 @@
 # The same source as the hakeys package (keep the versions in step); the TA
 # is a Cargo workspace of its own in ta/, vendored on its own.
 HAKEYS_TA_VERSION = 0.1.0
+# OP-TEE's TA anti-rollback (ta_ver.db) refuses an older TA once a newer one
+# ran, by this number: MAJOR*65536 + MINOR*256 + PATCH of the release, so
+# that reinstalling an older TA cannot undo a security fix.
+HAKEYS_TA_ROLLBACK_VERSION = $(shell echo $(HAKEYS_TA_VERSION) | \
+	awk -F. '{ print $$1 * 65536 + $$2 * 256 + $$3 }')
 ifeq ($(BR2_PACKAGE_HAKEYS_SITE_LOCAL),y)
 HAKEYS_TA_SITE = $(BR2_EXTERNAL_HAKEYS_PATH)/..
 HAKEYS_TA_SITE_METHOD = local
@@ -64,7 +69,7 @@ define HAKEYS_TA_BUILD_CMDS
 		$(HAKEYS_TA_OUT)/hakeys-ta.stripped.elf
 	uuid=$$(tr -d ' \n' < $(@D)/proto/uuid.txt) && \
 		$(HOST_DIR)/bin/python3 $(OPTEE_OS_SDK)/scripts/sign_encrypt.py \
-		sign-enc --uuid $$uuid --ta-version 1 \
+		sign-enc --uuid $$uuid --ta-version $(HAKEYS_TA_ROLLBACK_VERSION) \
 		--key $(HAKEYS_TA_SIGN_KEY) \
 		--in $(HAKEYS_TA_OUT)/hakeys-ta.stripped.elf \
 		--out $(HAKEYS_TA_OUT)/$$uuid.ta
