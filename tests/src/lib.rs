@@ -317,3 +317,52 @@ pub fn teed_docker_proxy_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| build("teed", "teed-docker-proxy"))
 }
+
+/// `teed` on the simulator backend with the state directory `state`, the
+/// socket `socket`, the policy file `policy` and the simulated boot
+/// `boot_id`; none of teectl's or systemd's variables reach it from the
+/// test's environment.
+pub fn teed_sim(
+    state: &Path,
+    socket: &Path,
+    policy: &Path,
+    boot_id: impl AsRef<std::ffi::OsStr>,
+) -> Command {
+    let mut c = Command::new(teed_bin());
+    c.args(["--backend", "sim", "--state-dir"])
+        .arg(state)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--policy")
+        .arg(policy)
+        .env("HAKEYS_SIM_BOOT_ID", boot_id)
+        .env_remove("TEECTL_STATE_DIR")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS");
+    c
+}
+
+/// Checks on a finished command's [`Output`].
+pub mod output {
+    use std::process::Output;
+
+    /// Its standard error, as text.
+    pub fn stderr(o: &Output) -> String {
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    /// Require success; returns stdout.
+    pub fn ok(o: Output) -> Vec<u8> {
+        assert!(o.status.success(), "failed ({}): {}", o.status, stderr(&o));
+        o.stdout
+    }
+
+    /// Require exit `code` and nothing on stdout; returns stderr.
+    pub fn fails(o: Output, code: i32) -> String {
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+        assert!(o.stdout.is_empty(), "printed on failure");
+        err
+    }
+}

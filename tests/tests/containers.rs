@@ -31,7 +31,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hakeys_e2e::{run_with_stdin, teectl_bin, teed_bin, teed_docker_proxy_bin};
+use hakeys_e2e::output::{fails, ok, stderr};
+use hakeys_e2e::{run_with_stdin, teectl_bin, teed_docker_proxy_bin, teed_sim};
 use serde_json::Value;
 
 const DOCKERD: &str = "/usr/sbin/dockerd";
@@ -66,16 +67,20 @@ fn start_time(pid: u32) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Every process id under /proc (none if it cannot be read).
+fn pids() -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .collect()
+}
+
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     let mut out = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
+    for pid in pids() {
         if pid == std::process::id() {
             continue;
         }
@@ -91,19 +96,12 @@ fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
 
 /// Processes in the cgroup of container `id`.
 fn processes_in_container(id: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(id)) {
-            out.push(pid);
-        }
-    }
-    out
+    pids()
+        .into_iter()
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(id))
+        })
+        .collect()
 }
 
 /// Mount points at or under `path`, deepest first.
@@ -268,23 +266,6 @@ impl Drop for Lab {
             }
         }
     }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: Output) -> Vec<u8> {
-    assert!(o.status.success(), "failed ({}): {}", o.status, stderr(&o));
-    o.stdout
-}
-
-/// Require exit `code`; returns stderr.
-fn fails(o: Output, code: i32) -> String {
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
-    assert!(o.stdout.is_empty(), "printed on failure");
-    err
 }
 
 impl Lab {
@@ -586,20 +567,9 @@ impl Lab {
         fs::copy(repo().join("systemd/teed-policy.toml"), &policy).unwrap();
         fs::set_permissions(&policy, fs::Permissions::from_mode(0o644)).unwrap();
         let log = fs::File::create(self.path("teed.log")).unwrap();
-        let child = Command::new(teed_bin())
-            .args(["--backend", "sim", "--state-dir"])
-            .arg(&state)
-            .arg("--socket")
-            .arg(self.teed_socket())
-            .arg("--policy")
-            .arg(&policy)
+        let child = teed_sim(&state, &self.teed_socket(), &policy, "boot-1")
             .arg("--docker-socket")
             .arg(docker)
-            .env("HAKEYS_SIM_BOOT_ID", "boot-1")
-            .env_remove("TEECTL_STATE_DIR")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("LISTEN_PID")
-            .env_remove("LISTEN_FDS")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

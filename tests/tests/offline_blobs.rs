@@ -268,17 +268,7 @@ fn unseal_json_through_the_daemon_says_which_kind_it_opened() {
     .unwrap();
     let socket = run.join("teed.sock");
     let log = std::fs::File::create(dir.path().join("teed.log")).unwrap();
-    let mut teed = std::process::Command::new(hakeys_e2e::teed_bin())
-        .args(["--backend", "sim", "--state-dir"])
-        .arg(b.state())
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--policy")
-        .arg(&policy)
-        .env("HAKEYS_SIM_BOOT_ID", &b.boot_id)
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("LISTEN_PID")
-        .env_remove("LISTEN_FDS")
+    let mut teed = hakeys_e2e::teed_sim(&b.state(), &socket, &policy, &b.boot_id)
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()

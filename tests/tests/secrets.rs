@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use hakeys_e2e::{run_with_stdin, teectl_bin, teed_bin, Board};
+use hakeys_e2e::{run_with_stdin, teectl_bin, teed_sim, Board};
 use serde_json::Value;
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -895,15 +895,7 @@ fn a_caller_that_is_not_root_renders_through_the_daemon() {
     let socket = b.dir.path().join("teed.sock");
     let addon_blob = String::from_utf8(b.seal("addon/x", b"addon-HKT")).unwrap();
     let _teed = Teed(
-        Command::new(teed_bin())
-            .args(["--backend", "sim", "--state-dir"])
-            .arg(b.state())
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--policy")
-            .arg(&policy)
-            .env("HAKEYS_SIM_BOOT_ID", &b.boot_id)
-            .env_remove("TEECTL_STATE_DIR")
+        teed_sim(&b.state(), &socket, &policy, &b.boot_id)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
