@@ -147,8 +147,7 @@ impl<T: Transport> Client<T> {
 
     /// Seal `plaintext` for `namespace`; returns the binary blob.
     pub fn seal(&mut self, namespace: &str, plaintext: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let namespace = proto::Namespace::try_from(namespace)
-            .map_err(|_| ClientError::Status(Status::InvalidNamespace))?;
+        let namespace = namespace_of(namespace)?;
         let plaintext = proto::Secret::from_slice(plaintext)
             .map_err(|_| ClientError::Status(Status::TooLarge))?;
         // `call` wipes the plaintext once it is encoded.
@@ -167,12 +166,8 @@ impl<T: Transport> Client<T> {
         blob: &[u8],
         namespace: Option<&str>,
     ) -> Result<UnsealResponse, ClientError> {
-        let blob = proto::BlobBytes::from_slice(blob)
-            .map_err(|_| ClientError::Status(Status::BlobRejected))?;
-        let namespace = namespace
-            .map(proto::Namespace::try_from)
-            .transpose()
-            .map_err(|_| ClientError::Status(Status::InvalidNamespace))?;
+        let blob = blob_bytes(blob)?;
+        let namespace = namespace.map(namespace_of).transpose()?;
         self.call(UnsealRequest { blob, namespace })
     }
 
@@ -187,12 +182,8 @@ impl<T: Transport> Client<T> {
         namespace: Option<&str>,
         accept_offline: bool,
     ) -> Result<OpenResponse, ClientError> {
-        let blob = proto::BlobBytes::from_slice(blob)
-            .map_err(|_| ClientError::Status(Status::BlobRejected))?;
-        let namespace = namespace
-            .map(proto::Namespace::try_from)
-            .transpose()
-            .map_err(|_| ClientError::Status(Status::InvalidNamespace))?;
+        let blob = blob_bytes(blob)?;
+        let namespace = namespace.map(namespace_of).transpose()?;
         self.call(OpenRequest {
             blob,
             namespace,
@@ -206,8 +197,7 @@ impl<T: Transport> Client<T> {
     }
 
     pub fn rewrap(&mut self, blob: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let blob = proto::BlobBytes::from_slice(blob)
-            .map_err(|_| ClientError::Status(Status::BlobRejected))?;
+        let blob = blob_bytes(blob)?;
         Ok(self.call(RewrapRequest { blob })?.blob.to_vec())
     }
 
@@ -219,8 +209,7 @@ impl<T: Transport> Client<T> {
         to: &p256::PublicKey,
         allow_boot: bool,
     ) -> Result<Vec<u8>, ClientError> {
-        let blob = proto::BlobBytes::from_slice(blob)
-            .map_err(|_| ClientError::Status(Status::BlobRejected))?;
+        let blob = blob_bytes(blob)?;
         let to = heapless::Vec::from_slice(&hakeys_engine::crypto::sec1_uncompressed(to))
             .map_err(|_| ClientError::Request("public key too long"))?;
         Ok(self
@@ -276,4 +265,14 @@ impl<T: Transport> Client<T> {
             .map_err(|_| ClientError::Request("challenge longer than 64 bytes"))?;
         Ok(self.call(AttestRequest { challenge })?.evidence.to_vec())
     }
+}
+
+/// A blob as the protocol carries it (too long: the engine would reject it).
+fn blob_bytes(blob: &[u8]) -> Result<proto::BlobBytes, ClientError> {
+    proto::BlobBytes::from_slice(blob).map_err(|_| ClientError::Status(Status::BlobRejected))
+}
+
+/// A namespace as the protocol carries it.
+fn namespace_of(namespace: &str) -> Result<proto::Namespace, ClientError> {
+    proto::Namespace::try_from(namespace).map_err(|_| ClientError::Status(Status::InvalidNamespace))
 }

@@ -125,37 +125,39 @@ pub fn kernel_has_peer_pidfd() -> bool {
 /// Identify the caller at the other end of `stream` (just accepted). Fails
 /// only if the kernel gives no peer credentials at all.
 pub fn identify(stream: &UnixStream) -> std::io::Result<KernelPeer> {
-    let accepted = now_ticks();
-    let c = rustix::net::sockopt::socket_peercred(stream)?;
-    let (uid, gid, pid) = (c.uid.as_raw(), c.gid.as_raw(), c.pid.as_raw_pid());
-    let (method, place) = match peer_pidfd(stream) {
+    peer_with(stream, |pid, accepted| match peer_pidfd(stream) {
         Ok(Some(pidfd)) => (Method::PeerPidfd, place_by_pidfd(pid, &pidfd)),
         Ok(None) => (Method::PidOnly, place_by_pid(pid, accepted)),
         Err(e) => (Method::PeerPidfd, Err(e)),
-    };
-    Ok(KernelPeer {
-        uid,
-        gid,
-        pid,
-        place,
-        method,
     })
 }
 
 /// Identify with a given method (tests exercise the older kernels' path
 /// on a new one).
 pub fn identify_with(stream: &UnixStream, method: Method) -> std::io::Result<KernelPeer> {
+    peer_with(stream, |pid, accepted| {
+        let place = match method {
+            Method::PeerPidfd => match peer_pidfd(stream) {
+                Ok(Some(pidfd)) => place_by_pidfd(pid, &pidfd),
+                Ok(None) => Err("this kernel has no SO_PEERPIDFD".into()),
+                Err(e) => Err(e),
+            },
+            Method::PidOnly => place_by_pid(pid, accepted),
+        };
+        (method, place)
+    })
+}
+
+/// The kernel's credentials for `stream`'s peer, and the method and place
+/// that `locate` finds for its pid (given the tick it was accepted at).
+fn peer_with(
+    stream: &UnixStream,
+    locate: impl FnOnce(i32, u64) -> (Method, Result<Place, String>),
+) -> std::io::Result<KernelPeer> {
     let accepted = now_ticks();
     let c = rustix::net::sockopt::socket_peercred(stream)?;
     let (uid, gid, pid) = (c.uid.as_raw(), c.gid.as_raw(), c.pid.as_raw_pid());
-    let place = match method {
-        Method::PeerPidfd => match peer_pidfd(stream) {
-            Ok(Some(pidfd)) => place_by_pidfd(pid, &pidfd),
-            Ok(None) => Err("this kernel has no SO_PEERPIDFD".into()),
-            Err(e) => Err(e),
-        },
-        Method::PidOnly => place_by_pid(pid, accepted),
-    };
+    let (method, place) = locate(pid, accepted);
     Ok(KernelPeer {
         uid,
         gid,
