@@ -368,6 +368,18 @@ impl Teectl {
     }
 }
 
+/// `teectl secrets VERB --in FROM --out TO`'s arguments.
+fn secrets_in_out<'a>(verb: &'a str, from: &'a Path, to: &'a Path) -> Result<[&'a str; 6]> {
+    Ok([
+        "secrets",
+        verb,
+        "--in",
+        path_str(from)?,
+        "--out",
+        path_str(to)?,
+    ])
+}
+
 fn path_str(p: &Path) -> Result<&str> {
     p.to_str()
         .ok_or_else(|| format!("{} is not UTF-8", p.display()))
@@ -457,17 +469,7 @@ fn render_must_fail(
     code: i32,
 ) -> Result {
     let before = snapshot(rendered)?;
-    let (got, _, err) = teectl.run(
-        &[
-            "secrets",
-            "render",
-            "--in",
-            path_str(sealed)?,
-            "--out",
-            path_str(rendered)?,
-        ],
-        b"",
-    )?;
+    let (got, _, err) = teectl.run(&secrets_in_out("render", sealed, rendered)?, b"")?;
     if got != code || !err.contains(&format!("key \"{key}\"")) {
         return Err(format!(
             "render of a bad blob for {key}: exit {got} (expected {code}), stderr: {err}"
@@ -535,28 +537,8 @@ pub fn test() -> Result {
     // The board layout: sealed file in CONFIG, rendering in RAM, the link.
     let sealed = config.join("secrets.sealed.yaml");
     let rendered = ram.0.join("secrets.yaml");
-    t.ok(
-        &[
-            "secrets",
-            "import",
-            "--in",
-            path_str(&fixture)?,
-            "--out",
-            path_str(&sealed)?,
-        ],
-        b"",
-    )?;
-    t.ok(
-        &[
-            "secrets",
-            "render",
-            "--in",
-            path_str(&sealed)?,
-            "--out",
-            path_str(&rendered)?,
-        ],
-        b"",
-    )?;
+    t.ok(&secrets_in_out("import", &fixture, &sealed)?, b"")?;
+    t.ok(&secrets_in_out("render", &sealed, &rendered)?, b"")?;
     std::os::unix::fs::symlink(&rendered, config.join("secrets.yaml"))
         .map_err(|e| e.to_string())?;
     let port = free_port()?;
@@ -617,17 +599,7 @@ pub fn test() -> Result {
         ],
         NEW.as_bytes(),
     )?;
-    t.ok(
-        &[
-            "secrets",
-            "render",
-            "--in",
-            path_str(&sealed)?,
-            "--out",
-            path_str(&rendered)?,
-        ],
-        b"",
-    )?;
+    t.ok(&secrets_in_out("render", &sealed, &rendered)?, b"")?;
     fs::write(&trigger, "").map_err(|e| e.to_string())?;
     wait_for(&records.join("1.json"), &mut core, 60)?;
     compare(
