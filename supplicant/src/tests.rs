@@ -282,6 +282,21 @@ fn write_through(s: &mut Supplicant<FakeShm>, address: u16, fill: u8) -> (u32, V
     rpmb_call(s, 0, &frames, FRAME_LEN)
 }
 
+/// Key programmed, write 1 (0x11 at block 5) through, write 2 (0x22 at
+/// block 6) cut in `mode`: no response reaches OP-TEE and the machine
+/// stops.
+fn cut_at_write_2(mode: CutMode) -> (Supplicant<FakeShm>, Recorder) {
+    let (mut s, rec) = armed(2, mode);
+    client::program_key(s.rpmb.as_mut().unwrap(), &KEY).unwrap();
+    assert_eq!(write_through(&mut s, 5, 0x11).0, teec::SUCCESS);
+    let (ret, resp) = write_through(&mut s, 6, 0x22);
+    assert_ne!(ret, teec::SUCCESS);
+    assert_eq!(resp, vec![0u8; FRAME_LEN], "no response reaches OP-TEE");
+    assert_eq!(*rec.0.borrow(), vec![(2, mode)]);
+    assert!(s.halted);
+    (s, rec)
+}
+
 fn device_block(s: &mut Supplicant<FakeShm>, address: u16) -> [u8; 256] {
     let dev = s.rpmb.as_mut().unwrap();
     client::read_blocks(dev, &KEY, address, 1, &[1; 16]).unwrap()[0]
@@ -321,14 +336,7 @@ fn power_cut_counts_only_authenticated_writes() {
 /// and nothing after the cut reaches the device.
 #[test]
 fn power_cut_before_the_device_applies_the_write() {
-    let (mut s, rec) = armed(2, CutMode::Before);
-    client::program_key(s.rpmb.as_mut().unwrap(), &KEY).unwrap();
-    assert_eq!(write_through(&mut s, 5, 0x11).0, teec::SUCCESS);
-    let (ret, resp) = write_through(&mut s, 6, 0x22);
-    assert_ne!(ret, teec::SUCCESS);
-    assert_eq!(resp, vec![0u8; FRAME_LEN], "no response reaches OP-TEE");
-    assert_eq!(*rec.0.borrow(), vec![(2, CutMode::Before)]);
-    assert!(s.halted);
+    let (mut s, rec) = cut_at_write_2(CutMode::Before);
     // The device: write 1 applied, write 2 not.
     assert_eq!(s.rpmb.as_ref().unwrap().info().write_counter, 1);
     assert_eq!(device_block(&mut s, 5), [0x11; 256]);
@@ -345,14 +353,7 @@ fn power_cut_before_the_device_applies_the_write() {
 /// reaches OP-TEE.
 #[test]
 fn power_cut_after_the_device_applied_the_write() {
-    let (mut s, rec) = armed(2, CutMode::After);
-    client::program_key(s.rpmb.as_mut().unwrap(), &KEY).unwrap();
-    assert_eq!(write_through(&mut s, 5, 0x11).0, teec::SUCCESS);
-    let (ret, resp) = write_through(&mut s, 6, 0x22);
-    assert_ne!(ret, teec::SUCCESS);
-    assert_eq!(resp, vec![0u8; FRAME_LEN], "no response reaches OP-TEE");
-    assert_eq!(*rec.0.borrow(), vec![(2, CutMode::After)]);
-    assert!(s.halted);
+    let (mut s, _) = cut_at_write_2(CutMode::After);
     assert_eq!(s.rpmb.as_ref().unwrap().info().write_counter, 2);
     assert_eq!(device_block(&mut s, 6), [0x22; 256]);
     // Nothing later reaches the device.
