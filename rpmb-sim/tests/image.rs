@@ -179,26 +179,20 @@ fn create_refuses_to_overwrite_and_leaves_nothing_behind() {
         RpmbDevice::create(&other, &small_opts(1)),
         Err(Error::AlreadyExists(_))
     ));
-    assert!(matches!(
-        RpmbDevice::create(
-            &d.join("y.img"),
-            &CreateOptions {
-                size_mult: 0,
-                ..small_opts(1)
-            }
-        ),
-        Err(Error::InvalidOptions(_))
-    ));
-    assert!(matches!(
-        RpmbDevice::create(
-            &d.join("y.img"),
-            &CreateOptions {
-                rel_wr_sec_c: 0,
-                ..small_opts(1)
-            }
-        ),
-        Err(Error::InvalidOptions(_))
-    ));
+    let no_size = CreateOptions {
+        size_mult: 0,
+        ..small_opts(1)
+    };
+    let no_sectors = CreateOptions {
+        rel_wr_sec_c: 0,
+        ..small_opts(1)
+    };
+    for opts in [no_size, no_sectors] {
+        assert!(matches!(
+            RpmbDevice::create(&d.join("y.img"), &opts),
+            Err(Error::InvalidOptions(_))
+        ));
+    }
     assert!(RpmbDevice::create(&d.join("no/such/dir.img"), &small_opts(1)).is_err());
     let mut names: Vec<String> = std::fs::read_dir(&d)
         .unwrap()
