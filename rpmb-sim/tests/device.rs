@@ -440,7 +440,8 @@ fn client_distinguishes_every_failure() {
     client::write_blocks(&mut dev, &KEY, 0, &[[1; 256]]).unwrap();
 
     // A response with a flipped bit: in the MAC'd data, in the nonce.
-    let tampers: [(fn(&mut Vec<Frame>), fn(&ClientError) -> bool); 2] = [
+    type Case = (fn(&mut Vec<Frame>), fn(&ClientError) -> bool);
+    let tampers: [Case; 2] = [
         (|r| r[0].0[300] ^= 1, |e| matches!(e, ClientError::BadMac)),
         (
             |r| r[0].0[OFF_NONCE] ^= 1,
