@@ -28,6 +28,17 @@ fn unseal_json(b: &Board, blob: &[u8]) -> serde_json::Value {
     serde_json::from_slice(&b.ok(&["unseal", "--json"], blob)).expect("unseal --json is JSON")
 }
 
+/// An initialised board, and a laptop (a board of its own that is never
+/// initialised) with the board's `pubkey_command` output in board.pem.
+fn board_and_laptop(pubkey_command: &[&str]) -> (Board, Board, std::path::PathBuf) {
+    let b = Board::new();
+    b.ok(&["init"], b"");
+    let laptop = Board::new();
+    let pem = laptop.dir.path().join("board.pem");
+    std::fs::write(&pem, b.ok(pubkey_command, b"")).unwrap();
+    (b, laptop, pem)
+}
+
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -35,11 +46,7 @@ fn b64(bytes: &[u8]) -> String {
 
 #[test]
 fn offline_blobs_are_refused_in_boot_and_imported_deliberately() {
-    let b = Board::new();
-    b.ok(&["init"], b"");
-    let laptop = Board::new();
-    let pem = laptop.dir.path().join("board.pem");
-    std::fs::write(&pem, b.ok(&["pubkey"], b"")).unwrap();
+    let (b, laptop, pem) = board_and_laptop(&["pubkey"]);
 
     // An evil maid with the public key plants a data-partition key.
     let planted = seal_offline(&laptop, &pem, "boot/luks-data", b"attacker's key");
@@ -108,11 +115,7 @@ fn offline_blobs_are_refused_in_boot_and_imported_deliberately() {
 
 #[test]
 fn offline_blobs_carry_a_generation_that_retire_ends() {
-    let b = Board::new();
-    b.ok(&["init"], b"");
-    let laptop = Board::new();
-    let bare = laptop.dir.path().join("board.pem");
-    std::fs::write(&bare, b.ok(&["pubkey"], b"")).unwrap();
+    let (b, laptop, bare) = board_and_laptop(&["pubkey"]);
     // Sealed today (a bare PEM): unmarked.
     let unmarked = seal_offline(&laptop, &bare, "ha/core", b"unmarked");
     assert_eq!(unseal_json(&b, &unmarked)["epoch"], 0);
@@ -242,11 +245,7 @@ fn teectl_forbids_core_dumps_before_reading_anything() {
 #[test]
 fn unseal_json_through_the_daemon_says_which_kind_it_opened() {
     use std::os::unix::fs::PermissionsExt;
-    let b = Board::new();
-    b.ok(&["init"], b"");
-    let laptop = Board::new();
-    let pem = laptop.dir.path().join("board.pem");
-    std::fs::write(&pem, b.ok(&["pubkey", "--with-epoch"], b"")).unwrap();
+    let (b, laptop, pem) = board_and_laptop(&["pubkey", "--with-epoch"]);
     let offline = seal_offline(&laptop, &pem, "ha/core", b"from the laptop");
     let device = b.seal("ha/core", b"from the board");
 
