@@ -303,6 +303,18 @@ mod tests {
         }
     }
 
+    /// `key` takes the whole burst (5) at `t`; the next request is rate
+    /// limited.
+    fn drain_burst(c: &mut Callers, key: &CallerKey, t: Instant, l: &Limits) {
+        for _ in 0..5 {
+            assert_eq!(c.take_token(key, t, l), Ok(()));
+        }
+        assert!(matches!(
+            c.take_token(key, t, l),
+            Err(Refusal::RateLimited(_))
+        ));
+    }
+
     #[test]
     fn connections_are_capped_per_uid_and_in_total() {
         let l = limits();
@@ -380,13 +392,7 @@ mod tests {
         let mut c = Callers::default();
         // Every container runs as uid 0 on HA OS: each still has its own
         // bucket, and none shares root's.
-        for _ in 0..5 {
-            c.take_token(&CallerKey::Container("addon_flood".into()), t, &l)
-                .unwrap();
-        }
-        assert!(c
-            .take_token(&CallerKey::Container("addon_flood".into()), t, &l)
-            .is_err());
+        drain_burst(&mut c, &CallerKey::Container("addon_flood".into()), t, &l);
         assert_eq!(
             c.take_token(&CallerKey::Container("homeassistant".into()), t, &l),
             Ok(())
@@ -399,13 +405,7 @@ mod tests {
         let l = limits();
         let t0 = Instant::now();
         let mut c = Callers::default();
-        for _ in 0..5 {
-            assert_eq!(c.take_token(&k(7), t0, &l), Ok(()));
-        }
-        assert!(matches!(
-            c.take_token(&k(7), t0, &l),
-            Err(Refusal::RateLimited(_))
-        ));
+        drain_burst(&mut c, &k(7), t0, &l);
         // Another caller is unaffected.
         assert_eq!(c.take_token(&k(8), t0, &l), Ok(()));
         // 10/s: one token after 100 ms.
@@ -413,10 +413,7 @@ mod tests {
         assert_eq!(c.take_token(&k(7), t1, &l), Ok(()));
         assert!(c.take_token(&k(7), t1, &l).is_err());
         let t2 = t1 + Duration::from_secs(60);
-        for _ in 0..5 {
-            assert_eq!(c.take_token(&k(7), t2, &l), Ok(()));
-        }
-        assert!(c.take_token(&k(7), t2, &l).is_err());
+        drain_burst(&mut c, &k(7), t2, &l);
     }
 
     #[test]
