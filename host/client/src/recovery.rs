@@ -113,30 +113,25 @@ fn checksum(scalar: &[u8]) -> [u8; 3] {
 /// The 56 symbol values of `data` (35 bytes, 5 bits per symbol, most
 /// significant first).
 fn symbols(data: &[u8; CODE_BYTES]) -> Zeroizing<[u8; CODE_SYMBOLS]> {
-    let mut out = Zeroizing::new([0u8; CODE_SYMBOLS]);
-    let (mut acc, mut bits, mut n) = (0u16, 0u32, 0);
-    for b in data {
-        acc = (acc << 8) | u16::from(*b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out[n] = ((acc >> bits) & 31) as u8;
-            n += 1;
-        }
-        acc &= (1 << bits) - 1;
-    }
-    out
+    regroup(data, 8, 5)
 }
 
+/// The 35 bytes that the 56 symbols `sym` spell.
 fn bytes(sym: &[u8; CODE_SYMBOLS]) -> Zeroizing<[u8; CODE_BYTES]> {
-    let mut out = Zeroizing::new([0u8; CODE_BYTES]);
+    regroup(sym, 5, 8)
+}
+
+/// The bits of `input`'s `from`-bit values, most significant first, as
+/// `to`-bit values (`from` and `to` at most 8; the lengths fit exactly).
+fn regroup<const N: usize>(input: &[u8], from: u32, to: u32) -> Zeroizing<[u8; N]> {
+    let mut out = Zeroizing::new([0u8; N]);
     let (mut acc, mut bits, mut n) = (0u16, 0u32, 0);
-    for s in sym {
-        acc = (acc << 5) | u16::from(*s);
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out[n] = (acc >> bits) as u8;
+    for v in input {
+        acc = (acc << from) | u16::from(*v);
+        bits += from;
+        while bits >= to {
+            bits -= to;
+            out[n] = ((acc >> bits) & ((1 << to) - 1)) as u8;
             n += 1;
         }
         acc &= (1 << bits) - 1;
