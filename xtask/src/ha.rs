@@ -387,30 +387,30 @@ fn path_str(p: &Path) -> Result<&str> {
 
 /// A YAML double-quoted scalar for `s` (JSON's escapes are YAML's).
 fn quoted(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02X}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    double_quoted(s, |c| {
+        ((c as u32) < 0x20 || c == '\u{7f}').then(|| format!("\\x{:02X}", c as u32))
+    })
 }
 
 /// A JSON string literal (for the names file the helper reads).
 fn json_string(s: &str) -> String {
+    double_quoted(s, |c| {
+        ((c as u32) < 0x20).then(|| format!("\\u{:04x}", c as u32))
+    })
+}
+
+/// `s` in double quotes with `"` and `\` escaped, and each character that
+/// `control` gives an escape for written as that escape.
+fn double_quoted(s: &str, control: impl Fn(char) -> Option<String>) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+            c => match control(c) {
+                Some(escape) => out.push_str(&escape),
+                None => out.push(c),
+            },
         }
     }
     out.push('"');
