@@ -129,11 +129,10 @@ impl T {
         )
     }
 
-    /// `teectl recover --escrow <escrow> --key <key> ARGS` offline, nothing
-    /// on stdin.
-    fn recover(&self, escrow: &Path, key: &Path, args: &[&str]) -> Run {
+    /// `teectl recover --escrow <escrow> --key <key> ARGS` offline.
+    fn recover(&self, escrow: &Path, key: &Path, args: &[&str], stdin: &[u8]) -> Run {
         let base = ["recover", "--escrow", path(escrow), "--key", path(key)];
-        self.offline(&[&base[..], args].concat(), b"")
+        self.offline(&[&base[..], args].concat(), stdin)
     }
 
     /// `board`'s escrow to the recovery key in `k`, in escrow.txt.
@@ -326,11 +325,12 @@ fn a_dead_board_is_recovered_from_its_escrow_alone() {
     let code_file = t.write("code.txt", format!("{code}\n").as_bytes());
     for (blob, secret) in &blobs {
         for k in [&key, &code_file] {
-            let base = ["recover", "--escrow", path(&escrow_file), "--key", path(k)];
-            let moved = t.ok_offline(&[&base[..], &["--to", path(&b_pem)]].concat(), blob);
+            let moved = t
+                .recover(&escrow_file, k, &["--to", path(&b_pem)], blob)
+                .success();
             assert!(moved.starts_with(b"hakeys:v1:"));
             assert_eq!(unseal_fresh_boot(&b, &moved), *secret);
-            let plain = t.ok_offline(&[&base[..], &["--plaintext"]].concat(), blob);
+            let plain = t.recover(&escrow_file, k, &["--plaintext"], blob).success();
             assert_eq!(&plain, secret, "byte-exact");
         }
         // The independent implementation opens the escrow and the blob with
@@ -448,17 +448,9 @@ fn recovery_keys_are_standard_pem_and_never_replaced() {
         let escrow = t.on(&a, &["escrow", "--to", path(public)], b"").success();
         let escrow_file = t.write(&format!("escrow-{i}.txt"), &escrow);
         let blob = a.seal("ha/core", SECRETS[1]);
-        let plain = t.ok_offline(
-            &[
-                "recover",
-                "--escrow",
-                path(&escrow_file),
-                "--key",
-                path(private),
-                "--plaintext",
-            ],
-            &blob,
-        );
+        let plain = t
+            .recover(&escrow_file, private, &["--plaintext"], &blob)
+            .success();
         assert_eq!(plain, SECRETS[1], "key {}", private.display());
     }
     // The code of the first key, typed loosely, still works; a typo does not.
@@ -470,17 +462,7 @@ fn recovery_keys_are_standard_pem_and_never_replaced() {
     typo[9] = if typo[9] == b'z' { b'y' } else { b'z' };
     let typo = t.write("typo.txt", &typo);
     for (k, want) in [(&loose, 0), (&typo, USAGE)] {
-        let r = t.offline(
-            &[
-                "recover",
-                "--escrow",
-                "/dev/null",
-                "--key",
-                path(k),
-                "--plaintext",
-            ],
-            b"",
-        );
+        let r = t.recover(Path::new("/dev/null"), k, &["--plaintext"], b"");
         if want == 0 {
             // The key reads; the (empty) escrow is what fails.
             assert_eq!(r.code(), REJECTED, "{}", r.stderr());
@@ -509,19 +491,8 @@ fn wrong_keys_tampered_escrows_and_other_boards_are_refused() {
             .success(),
     );
     let blob = a.seal("ha/core", SECRETS[1]);
-    let recover = |escrow: &Path, key: &Path, stdin: &[u8]| {
-        t.offline(
-            &[
-                "recover",
-                "--escrow",
-                path(escrow),
-                "--key",
-                path(key),
-                "--plaintext",
-            ],
-            stdin,
-        )
-    };
+    let recover =
+        |escrow: &Path, key: &Path, stdin: &[u8]| t.recover(escrow, key, &["--plaintext"], stdin);
     let key1 = k1.join("recovery-key.pem");
     assert_eq!(recover(&escrow_a, &key1, &blob).success(), SECRETS[1]);
 
@@ -555,47 +526,22 @@ fn wrong_keys_tampered_escrows_and_other_boards_are_refused() {
     bad[20] = if bad[20] == b'A' { b'B' } else { b'A' };
     recover(&escrow_a, &key1, &bad).fails_with(REJECTED);
     // Flags that do not go together, missing files.
-    let r = t.offline(
-        &["recover", "--escrow", path(&escrow_a), "--key", path(&key1)],
-        &blob,
-    );
+    let r = t.recover(&escrow_a, &key1, &[], &blob);
     assert_eq!(r.code(), USAGE, "neither --to nor --plaintext");
     assert!(r.stdout().is_empty());
-    let r = t.offline(
-        &[
-            "recover",
-            "--escrow",
-            path(&escrow_a),
-            "--key",
-            path(&key1),
-            "--plaintext",
-            "--to",
-            path(&key1),
-        ],
+    let r = t.recover(
+        &escrow_a,
+        &key1,
+        &["--plaintext", "--to", path(&key1)],
         &blob,
     );
     assert_eq!(r.code(), USAGE, "both --to and --plaintext");
-    t.offline(
-        &[
-            "recover",
-            "--escrow",
-            "/nonexistent",
-            "--key",
-            path(&key1),
-            "--plaintext",
-        ],
-        &blob,
-    )
-    .fails_with(USAGE);
-    t.offline(
-        &[
-            "recover",
-            "--escrow",
-            path(&escrow_a),
-            "--key",
-            "/nonexistent",
-            "--plaintext",
-        ],
+    t.recover(Path::new("/nonexistent"), &key1, &["--plaintext"], &blob)
+        .fails_with(USAGE);
+    t.recover(
+        &escrow_a,
+        Path::new("/nonexistent"),
+        &["--plaintext"],
         &blob,
     )
     .fails_with(USAGE);
@@ -645,17 +591,9 @@ fn the_recovery_key_is_enrolled_once_and_replaced_only_in_the_boot_phase() {
     let init = String::from_utf8(a.ok(&["init"], b"")).unwrap();
     assert!(init.contains(&f2), "{init}");
     let x2 = t.write("x2.txt", &x2);
-    let plain = t.ok_offline(
-        &[
-            "recover",
-            "--escrow",
-            path(&x2),
-            "--key",
-            path(&k2.join("recovery-key.pem")),
-            "--plaintext",
-        ],
-        &blob,
-    );
+    let plain = t
+        .recover(&x2, &k2.join("recovery-key.pem"), &["--plaintext"], &blob)
+        .success();
     assert_eq!(plain, SECRETS[1]);
     t.on(&a, &["escrow", "--to", path(&p1)], b"")
         .fails_with(REFUSED);
@@ -690,19 +628,7 @@ fn an_escrow_made_before_a_retire_still_opens_the_retired_epoch() {
     t.on(&a, &["reseal", "--to", path(&b_pem)], &e1)
         .fails_with(REFUSED);
 
-    let open = |escrow: &Path, blob: &[u8]| {
-        t.offline(
-            &[
-                "recover",
-                "--escrow",
-                path(escrow),
-                "--key",
-                path(&key),
-                "--plaintext",
-            ],
-            blob,
-        )
-    };
+    let open = |escrow: &Path, blob: &[u8]| t.recover(escrow, &key, &["--plaintext"], blob);
     // The escrow made before the retire still opens epoch 1; the one made
     // after refuses it, as the board does.
     assert_eq!(open(&before, &e1).success(), SECRETS[4]);
@@ -839,7 +765,7 @@ fn whole_files_convert_every_blob_and_keep_every_other_byte() {
     std::fs::remove_dir_all(a.state()).unwrap();
     let inplace = t.write("inplace.yaml", &text);
     std::fs::set_permissions(&inplace, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let recover = |args: &[&str]| t.recover(&escrow, &key, args);
+    let recover = |args: &[&str]| t.recover(&escrow, &key, args, b"");
     let to_b = ["--to", path(&b_pem)];
     let to_inplace = [
         &to_b[..],
@@ -1012,7 +938,7 @@ fn directories_of_blob_files_convert_whole() {
     // `recover` of the directory `src` into `out`, with `extra` before.
     let recover = |extra: &[&str], out: &Path| {
         let dir = ["--dir", path(&src), "--out", path(out)];
-        t.recover(&escrow, &key, &[extra, &dir].concat())
+        t.recover(&escrow, &key, &[extra, &dir].concat(), b"")
     };
     let to_b = ["--to", path(&b_pem)];
     let out2 = t.p("recovered");
@@ -1035,7 +961,7 @@ fn directories_of_blob_files_convert_whole() {
     }
     // --force into the existing directory replaces its files.
     let dir = ["--dir", path(&src), "--out", path(&out2), "--force"];
-    t.recover(&escrow, &key, &[&to_b[..], &dir].concat())
+    t.recover(&escrow, &key, &[&to_b[..], &dir].concat(), b"")
         .success();
     check_b(&out2);
     // A damaged .blob file: nothing written.
@@ -1092,17 +1018,14 @@ fn a_v1_state_directory_escrows_and_recovers() {
     let escrow = t.escrow(&board, &k);
     std::fs::remove_dir_all(board.state()).unwrap();
     for v in &blobs {
-        let plain = t.ok_offline(
-            &[
-                "recover",
-                "--escrow",
-                path(&escrow),
-                "--key",
-                path(&k.join("recovery-key.pem")),
-                "--plaintext",
-            ],
-            &v.blob,
-        );
+        let plain = t
+            .recover(
+                &escrow,
+                &k.join("recovery-key.pem"),
+                &["--plaintext"],
+                &v.blob,
+            )
+            .success();
         assert_eq!(plain, v.secret, "{}", v.namespace);
     }
 }
