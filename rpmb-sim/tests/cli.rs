@@ -34,6 +34,13 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// `rpmb-sim create IMAGE EXTRA...`, which must succeed.
+fn create(image: &Path, extra: &[&str]) {
+    assert!(run(&[&["create", p(image)][..], extra].concat())
+        .status
+        .success());
+}
+
 fn spawn_serve(image: &Path) -> Child {
     Command::new(BIN)
         .args(["serve", p(image)])
@@ -106,7 +113,7 @@ fn create_and_show() {
 fn errors_are_one_line_with_exit_codes() {
     let d = tmpdir("errors");
     let img = d.join("e.img");
-    assert!(run(&["create", p(&img)]).status.success());
+    create(&img, &[]);
 
     let o = run(&["create", p(&img)]);
     assert_eq!(o.status.code(), Some(1));
@@ -148,9 +155,7 @@ fn errors_are_one_line_with_exit_codes() {
 fn serve_with_the_rust_client_and_persistence_across_processes() {
     let d = tmpdir("serve");
     let img = d.join("s.img");
-    assert!(run(&["create", p(&img), "--rel-wr-sec-c", "2"])
-        .status
-        .success());
+    create(&img, &["--rel-wr-sec-c", "2"]);
 
     let mut child = spawn_serve(&img);
     {
@@ -197,9 +202,7 @@ fn serve_with_the_rust_client_and_persistence_across_processes() {
 fn serve_answers_garbage_and_ignores_a_trailing_partial_frame() {
     let d = tmpdir("garbage");
     let img = d.join("g.img");
-    assert!(run(&["create", p(&img), "--size-mult", "1"])
-        .status
-        .success());
+    create(&img, &["--size-mult", "1"]);
     let mut child = spawn_serve(&img);
     let mut input = Vec::new();
     input.extend_from_slice(&Frame::new_request(0xBEEF).0); // unknown: 1 frame
@@ -233,7 +236,7 @@ fn serve_answers_garbage_and_ignores_a_trailing_partial_frame() {
 fn serve_with_an_independent_python_client() {
     let d = tmpdir("python");
     let img = d.join("py.img");
-    assert!(run(&["create", p(&img)]).status.success());
+    create(&img, &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve_client.py");
     let o = Command::new("python3")
         .arg(&script)
@@ -278,9 +281,7 @@ fn serve_killed_mid_stream_leaves_an_all_or_nothing_image() {
     let d = tmpdir("kill");
     for (round, delay_ms) in [(0u32, 15u64), (1, 40), (2, 90)] {
         let img = d.join(format!("k{round}.img"));
-        assert!(run(&["create", p(&img), "--size-mult", "1"])
-            .status
-            .success());
+        create(&img, &["--size-mult", "1"]);
         let mut child = Command::new(BIN)
             .args(["serve", p(&img), "--no-sync"])
             .stdin(Stdio::piped())
