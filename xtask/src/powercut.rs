@@ -395,15 +395,18 @@ fn build_v1_ta() -> Result<PathBuf> {
     Ok(ta)
 }
 
-/// The image these boots use: the QEMU target's, plus the previous
-/// release's TA, in a private copy (another run's build cannot change it
-/// under a running series).
-fn image() -> Result<PathBuf> {
+/// The image these boots use: the QEMU target's, plus (for the migration
+/// series only, which needs the git history) the previous release's TA, in
+/// a private copy (another run's build cannot change it under a running
+/// series).
+fn image(with_v1: bool) -> Result<PathBuf> {
     qemu::build()?;
-    let v1 = build_v1_ta()?;
     let out = qdir().join("out");
-    fs::create_dir_all(out.join("ta-v1")).map_err(|e| e.to_string())?;
-    fs::copy(&v1, out.join("ta-v1").join(format!("{UUID}.ta"))).map_err(|e| e.to_string())?;
+    if with_v1 {
+        let v1 = build_v1_ta()?;
+        fs::create_dir_all(out.join("ta-v1")).map_err(|e| e.to_string())?;
+        fs::copy(&v1, out.join("ta-v1").join(format!("{UUID}.ta"))).map_err(|e| e.to_string())?;
+    }
     let img = qdir().join("powercut-image");
     fs::create_dir_all(&img).map_err(|e| e.to_string())?;
     run(Command::new(qemu::script("make-initramfs.sh"))
@@ -461,7 +464,7 @@ pub fn main(args: &[String]) -> Result {
             .collect::<Result<_>>()?,
     };
     let started = Instant::now();
-    let image = image()?;
+    let image = image(ops.contains(&Op::Migrate))?;
     let build_secs = started.elapsed().as_secs_f64();
     let mut run = Run::default();
     let mut failed = None;
