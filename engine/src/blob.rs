@@ -389,13 +389,25 @@ pub fn open_to_device(
     p: &Parsed<'_>,
     out: &mut Secret,
 ) -> Result<(), BlobError> {
+    let dev_pub = crypto::sec1_uncompressed(&device_key.public_key());
+    open_to_device_as(device_key, &dev_pub, p, out)
+}
+
+/// [`open_to_device`] with the device's public key already at hand
+/// (`device_public` must be `device_key`'s: the engine computes it once per
+/// state).
+pub fn open_to_device_as(
+    device_key: &SecretKey,
+    device_public: &[u8; 65],
+    p: &Parsed<'_>,
+    out: &mut Secret,
+) -> Result<(), BlobError> {
     let eph = match (p.kind, p.ephemeral) {
         (Kind::ToDevice, Some(e)) => e,
         _ => return Err(BlobError::Malformed),
     };
     let eph_pk = crypto::parse_public_key(eph).map_err(|_| BlobError::Unauthentic)?;
-    let dev_pub = crypto::sec1_uncompressed(&device_key.public_key());
     let shared = crypto::ecdh(device_key, &eph_pk);
-    let kn = to_device_key_nonce(&shared, p.salt, eph, &dev_pub, p.namespace)?;
+    let kn = to_device_key_nonce(&shared, p.salt, eph, device_public, p.namespace)?;
     decrypt(p, &kn, out)
 }

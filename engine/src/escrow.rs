@@ -162,19 +162,19 @@ fn key_nonce(
 }
 
 /// Seal `st`'s root key, device key and epochs to `recovery`, with the
-/// ephemeral key `eph` and `salt` (fresh for every escrow).
+/// ephemeral key `eph` and `salt` (fresh for every escrow); `d` is the
+/// state's device public key.
 pub(crate) fn seal_with(
     recovery: &PublicKey,
     st: &State,
+    d: &[u8; PUBKEY_LEN],
     eph: &SecretKey,
     salt: &[u8; SALT_LEN],
 ) -> Result<EscrowBytes, EngineError> {
-    let device = SecretKey::from_slice(&st.device_key).map_err(|_| EngineError::Internal)?;
-    let d = crypto::sec1_uncompressed(&device.public_key());
     let r = crypto::sec1_uncompressed(recovery);
     let e = crypto::sec1_uncompressed(&eph.public_key());
     let shared = crypto::ecdh(eph, recovery);
-    let kn = key_nonce(&shared, salt, &e, &r, &d).map_err(|_| EngineError::Internal)?;
+    let kn = key_nonce(&shared, salt, &e, &r, d).map_err(|_| EngineError::Internal)?;
     let mut payload = Zeroizing::new([0u8; PAYLOAD_LEN]);
     let fields: [&[u8]; 4] = [
         &st.root_key,
@@ -192,7 +192,7 @@ pub(crate) fn seal_with(
         at = end;
     }
     let mut out = EscrowBytes::new();
-    let header: [&[u8]; 6] = [&ESCROW_MAGIC, &[ESCROW_VERSION], &d, &r, &e, salt];
+    let header: [&[u8]; 6] = [&ESCROW_MAGIC, &[ESCROW_VERSION], d, &r, &e, salt];
     for p in header {
         out.extend_from_slice(p)
             .map_err(|_| EngineError::Internal)?;
@@ -212,12 +212,13 @@ pub(crate) fn seal_with(
 pub(crate) fn seal<E: Entropy + ?Sized>(
     recovery: &PublicKey,
     st: &State,
+    device_public: &[u8; PUBKEY_LEN],
     entropy: &mut E,
 ) -> Result<EscrowBytes, EngineError> {
     let eph = crypto::generate_secret_key(entropy)?;
     let mut salt = [0u8; SALT_LEN];
     entropy.fill(&mut salt).map_err(|_| EngineError::Entropy)?;
-    seal_with(recovery, st, &eph, &salt)
+    seal_with(recovery, st, device_public, &eph, &salt)
 }
 
 /// What an escrow holds, once opened with the recovery private key. Key

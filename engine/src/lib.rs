@@ -318,9 +318,9 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
                 }))
             }
             Request::Pubkey => {
-                let sk = self.device_key()?;
+                let sec1 = self.device_public()?;
                 Ok(Response::Pubkey(PubkeyResponse {
-                    sec1: sec1_vec(&sk.public_key())?,
+                    sec1: heapless::Vec::from_slice(&sec1).map_err(|_| EngineError::Internal)?,
                 }))
             }
             Request::AttestPubkey => {
@@ -356,7 +356,7 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
             unmarked_offline_retired: st.unmarked_offline_retired,
             ta_version: platform.ta_version,
             backend: platform.backend,
-            sealing_key: crypto::sec1_uncompressed(&self.device_key()?.public_key()),
+            sealing_key: self.device_public()?,
         };
         let key = self.attestation_key()?;
         let evidence = attest::sign(&key, challenge, &claims, &hedge)
@@ -375,7 +375,7 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         }
         if let Some(l) = self.cached.as_mut() {
             if !l.marker_ok && l.slot.is_some() {
-                l.marker_ok = slots::write_marker(&mut self.storage, &l.state).is_ok();
+                l.marker_ok = slots::write_marker(&mut self.storage, &l.device_public).is_ok();
             }
         }
         Ok(self.cached.as_ref().map(|l| &l.state))
@@ -390,6 +390,16 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         let st = self.require()?;
         SecretKey::from_slice(&st.device_key)
             .map_err(|_| EngineError::Storage(StorageError::Corrupt))
+    }
+
+    /// The device public key (uncompressed SEC1), computed once per loaded
+    /// state.
+    fn device_public(&mut self) -> Result<[u8; 65], EngineError> {
+        self.require()?;
+        self.cached
+            .as_ref()
+            .map(|l| l.device_public)
+            .ok_or(EngineError::NotInitialised)
     }
 
     /// The attestation key, derived from the root key: it signs evidence,
@@ -422,6 +432,11 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         next: State,
         marker_ok: bool,
     ) -> Result<(), EngineError> {
+        // The same identity keeps its public key; a new one computes it.
+        let device_public = match &self.cached {
+            Some(l) if l.state.device_key == next.device_key => l.device_public,
+            _ => slots::device_public(&next)?,
+        };
         if let Err(e) = slots::write_slot(&mut self.storage, slot, seq, &next) {
             self.cached = None;
             return Err(EngineError::Storage(e));
@@ -431,9 +446,10 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
             seq,
             slot: Some(slot),
             marker_ok,
+            device_public,
         });
         if !marker_ok {
-            slots::write_marker(&mut self.storage, &loaded.state)?;
+            slots::write_marker(&mut self.storage, &loaded.device_public)?;
             loaded.marker_ok = true;
         }
         Ok(())
@@ -585,8 +601,9 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         match parsed.kind {
             blob::Kind::Device => blob::open_device(&st.root_key, parsed, out)?,
             blob::Kind::ToDevice => {
+                let public = self.device_public()?;
                 let sk = self.device_key()?;
-                blob::open_to_device(&sk, parsed, out)?;
+                blob::open_to_device_as(&sk, &public, parsed, out)?;
             }
         }
         Ok(())
@@ -694,7 +711,8 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         // Sealed first, so a failure leaves nothing enrolled; the escrow
         // does not depend on the fingerprint it records.
         let mut next = st.clone();
-        let sealed = escrow::seal(&rk, &next, &mut self.entropy)?;
+        let device = self.device_public()?;
+        let sealed = escrow::seal(&rk, &next, &device, &mut self.entropy)?;
         if enrol {
             next.recovery = fp;
             self.commit(next)?;

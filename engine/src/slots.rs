@@ -246,22 +246,40 @@ impl MarkerRead {
 }
 
 /// The marker for `st`'s identity: `HKIN || 1 || SHA-256(device public key)`.
+#[cfg(test)]
 pub(crate) fn encode_marker(st: &State) -> Result<[u8; MARKER_LEN], StorageError> {
+    Ok(encode_marker_of(&device_public(st)?))
+}
+
+/// The marker for the identity with device public key `public`.
+fn encode_marker_of(public: &[u8; 65]) -> [u8; MARKER_LEN] {
     let mut out = [0u8; MARKER_LEN];
     concat(
         &mut out,
-        &[&MARKER_MAGIC, &[MARKER_VERSION], &fingerprint(st)?],
+        &[&MARKER_MAGIC, &[MARKER_VERSION], &fingerprint_of(public)],
     );
-    Ok(out)
+    out
+}
+
+/// The device public key of `st` (uncompressed SEC1): one scalar
+/// multiplication, done once per loaded or new state ([`Loaded`]).
+pub(crate) fn device_public(st: &State) -> Result<[u8; 65], StorageError> {
+    // `State::decode` and generation both guarantee a valid scalar.
+    let sk = SecretKey::from_slice(&st.device_key).map_err(|_| StorageError::Corrupt)?;
+    Ok(crypto::sec1_uncompressed(&sk.public_key()))
+}
+
+/// The identity fingerprint of a device public key.
+fn fingerprint_of(public: &[u8; 65]) -> Fingerprint {
+    let mut fp = [0u8; 32];
+    fp.copy_from_slice(&Sha256::digest(public));
+    fp
 }
 
 /// The identity fingerprint of `st`.
+#[cfg(test)]
 pub(crate) fn fingerprint(st: &State) -> Result<Fingerprint, StorageError> {
-    // `State::decode` and generation both guarantee a valid scalar.
-    let sk = SecretKey::from_slice(&st.device_key).map_err(|_| StorageError::Corrupt)?;
-    let mut fp = [0u8; 32];
-    fp.copy_from_slice(&Sha256::digest(crypto::sec1_uncompressed(&sk.public_key())));
-    Ok(fp)
+    Ok(fingerprint_of(&device_public(st)?))
 }
 
 /// Read object `id` and hand its bytes (or `None`) to `f`; the buffer is
@@ -362,6 +380,9 @@ pub(crate) struct Loaded {
     pub(crate) slot: Option<ObjectId>,
     /// Whether the marker exists and records this state's identity.
     pub(crate) marker_ok: bool,
+    /// The state's device public key (uncompressed SEC1), computed once:
+    /// `pubkey`, evidence, offline blobs, escrows and the marker use it.
+    pub(crate) device_public: [u8; 65],
 }
 
 /// Load the state by the rules of `engine/SPEC.md`: the newest valid slot;
@@ -371,12 +392,14 @@ pub(crate) struct Loaded {
 pub(crate) fn load<S: SecureStorage>(s: &mut S) -> Result<Option<Loaded>, StorageError> {
     let scan = Scan::read(s)?;
     if let Some((slot, seq, state)) = scan.best()? {
-        let marker_ok = scan.marker == MarkerRead::Valid(fingerprint(state)?);
+        let device_public = device_public(state)?;
+        let marker_ok = scan.marker == MarkerRead::Valid(fingerprint_of(&device_public));
         return Ok(Some(Loaded {
             state: state.clone(),
             seq,
             slot: Some(slot),
             marker_ok,
+            device_public,
         }));
     }
     if scan.marker != MarkerRead::Missing {
@@ -387,6 +410,7 @@ pub(crate) fn load<S: SecureStorage>(s: &mut S) -> Result<Option<Loaded>, Storag
     match read_object(s, ObjectId::LegacyState, |b| b.map(State::decode))? {
         None => Ok(None),
         Some(Ok(state)) => Ok(Some(Loaded {
+            device_public: device_public(&state)?,
             state,
             seq: 0,
             slot: None,
@@ -413,8 +437,12 @@ pub(crate) fn write_slot<S: SecureStorage>(
     s.write(id, encode_slot(seq, st).as_ref())
 }
 
-pub(crate) fn write_marker<S: SecureStorage>(s: &mut S, st: &State) -> Result<(), StorageError> {
-    s.write(ObjectId::Marker, &encode_marker(st)?)
+/// Write the marker of the identity with device public key `public`.
+pub(crate) fn write_marker<S: SecureStorage>(
+    s: &mut S,
+    public: &[u8; 65],
+) -> Result<(), StorageError> {
+    s.write(ObjectId::Marker, &encode_marker_of(public))
 }
 
 #[cfg(test)]

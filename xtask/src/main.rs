@@ -7,7 +7,7 @@
 //! - `deps`    install what the tests need (apt packages, cargo-fuzz);
 //! - `fuzz`    run each fuzz target, seeded from `fuzz/seeds/`, for a short
 //!   time (`--seconds N`, default 20) or N executions each (`--runs N`; the
-//!   benchmark record uses `--runs 10000000`);
+//!   benchmark record uses `--runs 10000000`); `--targets a,b` for some;
 //! - `bench`   run the benchmarks and write docs/BENCHMARKS.md;
 //! - `ha-test` sealed secrets on real Home Assistant Core 2025.4.4 (a venv
 //!   in the cache; part of `test`);
@@ -180,13 +180,28 @@ enum FuzzLimit {
 /// the target reads) are copied into it first, so that even a fresh cache
 /// starts past every header check. Prints each target's executions and
 /// edges covered (libFuzzer's `cov:`) at the end. A crash stops the run;
-/// libFuzzer leaves the input in `fuzz/artifacts/<target>/`.
-fn fuzz(limit: FuzzLimit) -> Result {
+/// libFuzzer leaves the input in `fuzz/artifacts/<target>/`. `only` (from
+/// `--targets a,b`) runs those targets alone, in the same order.
+fn fuzz(limit: FuzzLimit, only: Option<String>) -> Result {
     use std::io::{BufRead, BufReader};
+    let targets: Vec<&str> = match &only {
+        None => FUZZ_TARGETS.to_vec(),
+        Some(list) => {
+            let wanted: Vec<&str> = list.split(',').collect();
+            if let Some(bad) = wanted.iter().find(|t| !FUZZ_TARGETS.contains(t)) {
+                return Err(format!("no fuzz target {bad}; there are {FUZZ_TARGETS:?}"));
+            }
+            FUZZ_TARGETS
+                .iter()
+                .copied()
+                .filter(|t| wanted.contains(t))
+                .collect()
+        }
+    };
     let bin = cargo_fuzz()?;
     let dir = root().join("fuzz");
     let mut summary = Vec::new();
-    for t in FUZZ_TARGETS {
+    for t in targets {
         let corpus = cache().join("fuzz-corpus").join(t);
         std::fs::create_dir_all(&corpus)
             .map_err(|e| format!("cannot create {}: {e}", corpus.display()))?;
@@ -562,16 +577,16 @@ fn main() -> ExitCode {
         Some("fuzz") => match (opt("--seconds"), opt("--runs")) {
             (Some(_), Some(_)) => Err("fuzz takes --seconds or --runs, not both".into()),
             (None, Some(n)) => match n.parse() {
-                Ok(n) => fuzz(FuzzLimit::Runs(n)),
+                Ok(n) => fuzz(FuzzLimit::Runs(n), opt("--targets")),
                 Err(_) => Err("--runs takes a whole number".into()),
             },
             (s, None) => match s.unwrap_or_else(|| "20".into()).parse() {
-                Ok(s) => fuzz(FuzzLimit::Seconds(s)),
+                Ok(s) => fuzz(FuzzLimit::Seconds(s), opt("--targets")),
                 Err(_) => Err("--seconds takes a whole number".into()),
             },
         },
         _ => Err(
-            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N | --runs N] | bench | qemu-test | qemu-shell | qemu-bench | qemu-powercut [--ops a,b] [--modes before,after] [--record] | ha-test | check-buildroot --buildroot DIR"
+            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N | --runs N] [--targets a,b] | bench | qemu-test | qemu-shell | qemu-bench | qemu-powercut [--ops a,b] [--modes before,after] [--record] | ha-test | check-buildroot --buildroot DIR"
                 .into(),
         ),
     };

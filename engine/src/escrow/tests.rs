@@ -491,7 +491,8 @@ fn escrow_fixture() -> Vec<u8> {
     };
     let rk = SecretKey::from_slice(&h(RECOVERY_SK)).unwrap();
     let eph = SecretKey::from_slice(&h(EPHEMERAL_SK)).unwrap();
-    seal_with(&rk.public_key(), &st, &eph, &[0x33; 16])
+    let d = crate::slots::device_public(&st).unwrap();
+    seal_with(&rk.public_key(), &st, &d, &eph, &[0x33; 16])
         .unwrap()
         .to_vec()
 }

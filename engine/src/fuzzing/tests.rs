@@ -640,6 +640,10 @@ fn the_seeds_reach_what_they_were_made_for() {
         let input = framed(&msgs);
         let split: Vec<&[u8]> = Messages(&input).collect();
         assert_eq!(split.len(), msgs.len(), "{name}");
+        assert!(
+            msgs.len() <= MAX_MESSAGES,
+            "{name} is cut short by the target"
+        );
         let reqs: Vec<Request> = seq.iter().map(|(r, _)| r.clone()).collect();
         for (i, (got, (_, want))) in replay(&reqs).iter().zip(&seq).enumerate() {
             let status = got.as_ref().err().copied().unwrap_or(Status::Ok);
