@@ -14,7 +14,8 @@ use hakeys_proto::{
 };
 
 use crate::{
-    attest, crypto, Engine, Entropy, EntropyError, MemoryStorage, ObjectId, SecureStorage,
+    attest, crypto, permitted, Caller, Engine, Entropy, EntropyError, MemoryStorage, ObjectId,
+    SecureStorage,
 };
 
 /// Deterministic "entropy" (SplitMix64 from a seed): every run of a target
@@ -88,6 +89,17 @@ pub fn engine_handle_on(engine: &Engine<MemoryStorage, CounterEntropy>, data: &[
     let mut e = engine.clone();
     let mut out = [0u8; MAX_MESSAGE_LEN];
     for msg in Messages(data).take(MAX_MESSAGES) {
+        // A request the TEE's non-root identities may not make is refused
+        // for them, and the refusal reads and changes nothing.
+        if let Ok(req) = proto::decode_request(msg) {
+            if !permitted(Caller::Client, &req) {
+                let (before, locked) = (e.storage.clone(), e.boot_locked);
+                let n = e.handle_as(Caller::Client, msg, &mut out);
+                let resp = out.get(..n).unwrap_or_default();
+                assert_eq!(response_status(resp), Ok(Status::IdentityRefused));
+                assert!(e.storage == before && e.boot_locked == locked);
+            }
+        }
         let n = e.handle(msg, &mut out);
         assert!((RESPONSE_HEADER_LEN..=MAX_MESSAGE_LEN).contains(&n));
         let resp = out.get(..n).unwrap_or_default();

@@ -42,7 +42,57 @@ pub use storage::{MemoryStorage, ObjectId, SecureStorage, StorageError, MAX_OBJE
 /// 1.1.0: evidence version 2 by a separate attestation key, offline blob
 /// generations and their refusal in `boot/`, `open`, `retire-unmarked`,
 /// `attest-pubkey`.
-pub const ENGINE_VERSION: u32 = 0x0001_0100;
+/// 1.2.0: requests are checked against the caller's TEE identity
+/// ([`Caller`], [`permitted`]; status `identity_refused`).
+pub const ENGINE_VERSION: u32 = 0x0001_0200;
+
+/// Who sent a request, as the TEE reports the session's login identity
+/// (`gpd.client.identity`). The kernel, not the caller, computes it: a
+/// process can claim only its own effective uid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// Root's user login identity: every operation.
+    Root,
+    /// Any other identity: another user's login (the daemon runs as
+    /// `hakeys`), a public login, a group or application login, another
+    /// TA. Gets what the daemon needs and nothing that destroys, exports or
+    /// reaches `boot/`: see [`permitted`].
+    Client,
+}
+
+/// May `caller` make `req`? Root may make every request. Any other caller
+/// may ping, read the status and the public keys, end the boot phase (it
+/// only ever closes: teed, which is not root, ends an open boot phase when
+/// it starts), seal into a namespace outside `boot/`, and unseal or open a
+/// blob only by naming the namespace it must belong to, outside `boot/`.
+/// Lifecycle (init, rotate, retire, new identity), rewrap, reseal,
+/// attestation signatures and recovery (escrow, its status) are root's.
+pub fn permitted(caller: Caller, req: &Request) -> bool {
+    let outside_boot = |ns: Option<&str>| ns.is_some_and(|ns| !namespace::is_boot(ns));
+    match caller {
+        Caller::Root => true,
+        Caller::Client => match req {
+            Request::Ping
+            | Request::Status
+            | Request::Pubkey
+            | Request::AttestPubkey
+            | Request::BootDone => true,
+            Request::Seal(r) => outside_boot(Some(&r.namespace)),
+            Request::Unseal(r) => outside_boot(r.namespace.as_deref()),
+            Request::Open(r) => outside_boot(r.namespace.as_deref()),
+            Request::Init
+            | Request::Rotate
+            | Request::Retire(_)
+            | Request::InitNewIdentity
+            | Request::RetireUnmarked
+            | Request::Rewrap(_)
+            | Request::Reseal(_)
+            | Request::Attest(_)
+            | Request::Escrow(_)
+            | Request::RecoveryStatus => false,
+        },
+    }
+}
 
 /// The initial epoch of a freshly initialised device.
 pub const FIRST_EPOCH: u32 = 1;
@@ -233,18 +283,30 @@ impl<S: SecureStorage, E: Entropy> Engine<S, E> {
         &mut self.storage
     }
 
-    /// Handle one encoded request and write the encoded response into
-    /// `out`, returning its length. Never panics on any input; every
+    /// Handle one encoded request from [`Caller::Root`] (the simulator, which
+    /// has no client boundary, and tests); see [`Engine::handle_as`].
+    pub fn handle(&mut self, request: &[u8], out: &mut [u8]) -> usize {
+        self.handle_as(Caller::Root, request, out)
+    }
+
+    /// Handle one encoded request from `caller` and write the encoded
+    /// response into `out`, returning its length. A request `caller` may
+    /// not make ([`permitted`]) is answered [`Status::IdentityRefused`]
+    /// before anything is read or written. Never panics on any input; every
     /// failure becomes an error response. `out` must hold at least
     /// [`proto::MAX_MESSAGE_LEN`] bytes for every response to fit.
-    pub fn handle(&mut self, request: &[u8], out: &mut [u8]) -> usize {
+    pub fn handle_as(&mut self, caller: Caller, request: &[u8], out: &mut [u8]) -> usize {
         // Echoed in an error response even when the request is not understood.
         let raw_opcode = proto::request_opcode_raw(request).unwrap_or(0);
         let result = match proto::decode_request(request) {
             Ok(mut req) => {
-                let r = self.execute(&req);
+                let r = if permitted(caller, &req) {
+                    self.execute(&req).map_err(EngineError::status)
+                } else {
+                    Err(Status::IdentityRefused)
+                };
                 wipe_request(&mut req);
-                r.map_err(EngineError::status)
+                r
             }
             Err(e) => Err(e.status()),
         };

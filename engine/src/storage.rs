@@ -80,7 +80,7 @@ impl core::error::Error for StorageError {}
 
 /// Secure storage in memory: for tests, fuzzing and benchmarks. Nothing
 /// survives the value; never use it for real keys.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct MemoryStorage {
     objects: [Option<heapless::Vec<u8, MAX_OBJECT_LEN>>; 4],
 }

@@ -1232,3 +1232,128 @@ fn an_independent_implementation_reads_and_writes_the_formats() {
         std::format!("2 {} 7 5 1 0 {} 1 {dev_pub}", 0x0001_0100, 0x0001_0100)
     );
 }
+
+// ---------------------------------------------------------------- client identities
+
+/// `call` as `caller`: the TA passes the session's login identity.
+fn call_as(e: &mut TestEngine, caller: Caller, req: Request) -> Result<Response, Status> {
+    let mut buf = [0u8; proto::MAX_MESSAGE_LEN];
+    let n = proto::encode_request(&req, &mut buf).expect("encode");
+    let mut out = [0u8; proto::MAX_MESSAGE_LEN];
+    let m = e.handle_as(caller, &buf[..n], &mut out);
+    proto::decode_response(&out[..m], req.opcode()).expect("engine response decodes")
+}
+
+#[test]
+fn non_root_identities_get_only_what_the_daemon_needs() {
+    let mut e = engine(41);
+    let ha = seal(&mut e, "ha/core", b"pw");
+    let boot = seal(&mut e, "boot/luks-data", b"disk key");
+    let dev = crypto::sec1_uncompressed(&device_pubkey(&mut e));
+    let blob = |b: &[u8]| BlobBytes::try_from(b).expect("fits");
+    let key: heapless::Vec<u8, { proto::PUBKEY_LEN }> = heapless::Vec::from_slice(&dev).unwrap();
+    // Every opcode, with (at least) one request a client is refused.
+    let refused = [
+        Request::Init,
+        Request::Rotate,
+        Request::Retire(RetireRequest { below: 1 }),
+        Request::InitNewIdentity,
+        Request::RetireUnmarked,
+        Request::Rewrap(RewrapRequest { blob: blob(&ha) }),
+        Request::Reseal(proto::ResealRequest {
+            blob: blob(&ha),
+            to: key.clone(),
+            allow_boot: false,
+        }),
+        Request::Attest(AttestRequest {
+            challenge: heapless::Vec::from_slice(b"n").unwrap(),
+        }),
+        Request::Escrow(proto::EscrowRequest {
+            recovery_key: key,
+            replace: false,
+        }),
+        Request::RecoveryStatus,
+        // Unseal and open only with a namespace, and never in boot/.
+        Request::Unseal(UnsealRequest {
+            blob: blob(&ha),
+            namespace: None,
+        }),
+        Request::Unseal(UnsealRequest {
+            blob: blob(&boot),
+            namespace: Some(ns("boot/luks-data")),
+        }),
+        Request::Open(proto::OpenRequest {
+            blob: blob(&ha),
+            namespace: None,
+            accept_offline: false,
+        }),
+        Request::Open(proto::OpenRequest {
+            blob: blob(&boot),
+            namespace: Some(ns("boot/luks-data")),
+            accept_offline: false,
+        }),
+        Request::Seal(SealRequest {
+            namespace: ns("boot/luks-data"),
+            plaintext: proto::Secret::from_slice(b"planted").unwrap(),
+        }),
+        Request::Seal(SealRequest {
+            namespace: ns("boot"),
+            plaintext: proto::Secret::from_slice(b"planted").unwrap(),
+        }),
+    ];
+    let allowed = [
+        Request::Ping,
+        Request::Status,
+        Request::Pubkey,
+        Request::AttestPubkey,
+        Request::Seal(SealRequest {
+            namespace: ns("ha/core"),
+            plaintext: proto::Secret::from_slice(b"pw2").unwrap(),
+        }),
+        Request::Unseal(UnsealRequest {
+            blob: blob(&ha),
+            namespace: Some(ns("ha/core")),
+        }),
+        Request::Open(proto::OpenRequest {
+            blob: blob(&ha),
+            namespace: Some(ns("ha/core")),
+            accept_offline: true,
+        }),
+        Request::BootDone,
+    ];
+    let mut seen: StdVec<proto::Opcode> =
+        refused.iter().chain(&allowed).map(|r| r.opcode()).collect();
+    seen.sort_by_key(|o| *o as u16);
+    seen.dedup();
+    assert_eq!(
+        seen,
+        proto::Opcode::ALL.to_vec(),
+        "every operation is decided"
+    );
+
+    let before = e.storage.objects();
+    for req in refused {
+        assert!(!permitted(Caller::Client, &req), "{req:?}");
+        assert_eq!(
+            call_as(&mut e, Caller::Client, req.clone()),
+            Err(Status::IdentityRefused),
+            "{req:?}"
+        );
+        // Nothing read or written, the boot phase still open.
+        assert_eq!(e.storage.objects(), before);
+        assert!(!e.boot_locked());
+        // Root may ask (it may still be refused for another reason).
+        assert!(permitted(Caller::Root, &req));
+    }
+    for req in allowed {
+        assert!(permitted(Caller::Client, &req), "{req:?}");
+        assert!(
+            call_as(&mut e, Caller::Client, req.clone()).is_ok(),
+            "{req:?}"
+        );
+    }
+    // boot-done from a client closed the boot phase; root still unseals
+    // the non-boot blob, and `handle` is root's.
+    assert!(e.boot_locked());
+    assert_eq!(unseal(&mut e, &ha).unwrap(), b"pw");
+}

@@ -138,6 +138,12 @@ status_table! {
     /// asked for device blobs only.
     OfflineRefused = 18, "offline_refused",
         "refused: a blob sealed offline is not accepted in this namespace (import it deliberately with teectl rewrap --import-offline)";
+    /// The TEE reports a client identity that may not ask for this: every
+    /// operation but ping, status, pubkey, attest-pubkey, boot-done, seal
+    /// and unseal/open with a required namespace outside `boot/` needs
+    /// root's login identity (`engine::Caller`).
+    IdentityRefused = 19, "identity_refused",
+        "refused: the key engine allows this only to root's TEE login identity (lifecycle, recovery, boot/ and unseal without a namespace)";
 }
 
 // The operations, in numeric order. `(T)` is a body carried by the enum

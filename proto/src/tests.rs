@@ -535,6 +535,7 @@ fn status_names_are_the_wire_contract() {
         (Status::BootNotAllowed, "boot_not_allowed"),
         (Status::RecoveryKeyMismatch, "recovery_key_mismatch"),
         (Status::OfflineRefused, "offline_refused"),
+        (Status::IdentityRefused, "identity_refused"),
     ];
     assert_eq!(Status::ALL.len(), expected.len());
     for (s, (want, name)) in Status::ALL.iter().zip(expected) {
@@ -555,7 +556,7 @@ fn status_names_are_the_wire_contract() {
     ] {
         assert_eq!(Status::from_name(bad), None, "{bad:?}");
     }
-    assert_eq!(Status::from_u16(19), None);
+    assert_eq!(Status::from_u16(20), None);
     assert_eq!(
         Status::NotInitialised.message(),
         "device not initialised (run `teectl init`)"

@@ -48,11 +48,30 @@ boot2)
   r unseal-tampered /blobs/tampered.blob teectl unseal
   r unseal-old-retired /blobs/old.blob teectl unseal
   h unseal-secret-after-boot-done /blobs/secret.blob teectl unseal
-  # The daemon on the real TEE, with the uid-based policy (the shipped one
-  # names Docker containers, and this guest runs none): uid 8123 is Home
-  # Assistant Core (ha/*); uid 4242 is in no rule.
-  mkdir -p /run/hakeys
-  teed --backend tee --socket /run/hakeys/teed.sock --policy /etc/hakeys/policy-by-uid.toml > /run/teed.log 2>&1 &
+  # The TA checks its clients: a non-root process that can open /dev/tee0
+  # (uid 4242 in the TEE client group 990) gets what the daemon needs and
+  # is refused lifecycle and recovery operations, boot/ and unseal without
+  # a namespace; nothing changes. (Root's rotate and retire in boot 1 are
+  # the other half: root's login identity is recognised.)
+  AS_TEE_USER="/usr/lib/hakeys-test/setpriv --reuid 4242 --regid 4242 --groups 990"
+  r nonroot-status "" $AS_TEE_USER teectl --backend tee status --json
+  r nonroot-rotate "" $AS_TEE_USER teectl --backend tee rotate
+  r nonroot-retire "" $AS_TEE_USER teectl --backend tee retire --below 3
+  teectl pubkey > /tmp/some-key.pem
+  r nonroot-escrow "" $AS_TEE_USER teectl --backend tee escrow --to /tmp/some-key.pem
+  r nonroot-init "" $AS_TEE_USER teectl --backend tee init
+  r nonroot-unseal-any /blobs/secret.blob $AS_TEE_USER teectl --backend tee unseal
+  h nonroot-unseal-own /blobs/secret.blob $AS_TEE_USER teectl --backend tee unseal --namespace ha/core
+  printf 'planted' > /tmp/planted.txt
+  r nonroot-seal-boot /tmp/planted.txt $AS_TEE_USER teectl --backend tee seal --namespace boot/planted
+  r status-after-nonroot "" teectl status --json
+  # The daemon on the real TEE as on a board: its own user (uid 900) in the
+  # TEE client group, so the TA gives it a client's rights only. The
+  # uid-based policy (the shipped one names Docker containers, and this
+  # guest runs none): uid 8123 is Home Assistant Core (ha/*); uid 4242 is
+  # in no rule.
+  mkdir -p /run/hakeys && chown 900:900 /run/hakeys
+  /usr/lib/hakeys-test/setpriv --reuid 900 --regid 900 --groups 990 teed --backend tee --socket /run/hakeys/teed.sock --policy /etc/hakeys/policy-by-uid.toml > /run/teed.log 2>&1 &
   TEED=$!
   i=0; while [ ! -S /run/hakeys/teed.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
   AS_HA="/usr/lib/hakeys-test/setpriv --reuid 8123 --regid 8123 --clear-groups"
@@ -82,8 +101,10 @@ boot3)
   teectl unseal < /blobs/luks.blob | cryptsetup open "$LUKS" data --key-file - 2>/tmp/err.luks
   echo "HAKEYS-RESULT boot3-luks-open rc=$? err=$(head -c 300 /tmp/err.luks | tr '\n' ' ')"
   r boot3-luks-close "" cryptsetup close data
-  mkdir -p /run/hakeys
-  teed --backend tee --socket /run/hakeys/teed.sock --policy /etc/hakeys/policy-by-uid.toml > /run/teed.log 2>&1 &
+  # teed as on a board (uid 900, TEE client group): a client identity for
+  # the TA, which may end the boot phase but nothing more.
+  mkdir -p /run/hakeys && chown 900:900 /run/hakeys
+  /usr/lib/hakeys-test/setpriv --reuid 900 --regid 900 --groups 990 teed --backend tee --socket /run/hakeys/teed.sock --policy /etc/hakeys/policy-by-uid.toml > /run/teed.log 2>&1 &
   TEED=$!
   # teed binds its socket only after the boot phase is over.
   i=0; while [ ! -S /run/hakeys/teed.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done

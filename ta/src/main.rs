@@ -10,7 +10,10 @@
 //!   OP-TEE 4.10.0's RPMB file system commits atomically (see
 //!   [`RpmbObject`] and `docs/optee-rpmb-atomicity.md`);
 //! - one engine for the life of the single-instance, keep-alive TA, so the
-//!   boot-phase lock set by `boot-done` holds until the next boot.
+//!   boot-phase lock set by `boot-done` holds until the next boot;
+//! - every request is handled as the session's client identity
+//!   ([`caller`]): root's user login may do everything, any other identity
+//!   only what the daemon needs ([`hakeys_engine::permitted`]).
 #![no_std]
 #![no_main]
 // Everything here runs on requests from the normal world: no panicking
@@ -31,11 +34,12 @@ extern crate alloc;
 
 use core::cell::RefCell;
 
-use hakeys_engine::{Engine, Entropy, EntropyError, ObjectId, SecureStorage, StorageError};
+use hakeys_engine::{Caller, Engine, Entropy, EntropyError, ObjectId, SecureStorage, StorageError};
 use hakeys_proto::{MAX_MESSAGE_LEN, TA_CMD_REQUEST};
+use optee_utee::property::{ClientIdentity, PropertyKey};
 use optee_utee::{
     ta_close_session, ta_create, ta_destroy, ta_invoke_command, ta_open_session, DataFlag,
-    ErrorKind, GenericObject, ObjectStorageConstants, ParameterMemref, ParameterMemrefInput,
+    ErrorKind, GenericObject, LoginType, ObjectStorageConstants, ParameterMemref, ParameterMemrefInput,
     ParameterMemrefOutput, ParameterMemrefRead, ParameterMemrefWrite, ParameterNone, ParametersAny,
     PersistentObject, Random, Result, Whence,
 };
@@ -66,6 +70,56 @@ const MAX_RECORD_LEN: usize = 256 - 24;
 const _: () = assert!(hakeys_engine::state::STATE_LEN <= MAX_RECORD_LEN);
 const _: () = assert!(hakeys_engine::slots::SLOT_LEN <= MAX_RECORD_LEN);
 const _: () = assert!(hakeys_engine::slots::MARKER_LEN <= MAX_RECORD_LEN);
+
+/// Root's identity for a user login (`TEEC_LOGIN_USER`): the Linux TEE
+/// subsystem (drivers/tee/tee_core.c, `tee_session_calc_client_uuid`)
+/// computes it, not the caller, as the UUIDv5 of `uid=<effective uid in
+/// hex>` in the namespace 58ac9ca0-2086-4683-a1b8-ec4bc08e01b6; for uid 0:
+/// `python3 -c "import uuid; print(uuid.uuid5(uuid.UUID('58ac9ca0-2086-4683-a1b8-ec4bc08e01b6'), 'uid=0'))"`.
+/// A process can log in only as its own effective uid (a user namespace's
+/// root maps to its uid in the initial namespace), so only root gets it.
+/// `cargo xtask qemu-test` checks both sides on the real stack (root
+/// rotates; another user with `/dev/tee0` is refused).
+const ROOT_USER_IDENTITY: &str = "ef0180a3-13f3-5d1c-b7f5-888c0e21059a";
+
+/// Who opened the current session, as OP-TEE reports it
+/// (`gpd.client.identity`). Root's user login is [`Caller::Root`];
+/// everything else (other users, a public login, group or application
+/// logins, another TA, an identity that cannot be read) is
+/// [`Caller::Client`].
+fn caller() -> Caller {
+    match ClientIdentity.get() {
+        Ok(id) if id.login_type() == LoginType::User && is_root_identity(&id.uuid()) => {
+            Caller::Root
+        }
+        _ => Caller::Client,
+    }
+}
+
+/// Is `uuid` [`ROOT_USER_IDENTITY`]? optee-utee's `Uuid` shows itself only
+/// as text: written into a fixed buffer (not `alloc::format!`, whose
+/// precompiled code needs an unwinder the TA does not link).
+fn is_root_identity(uuid: &optee_utee::Uuid) -> bool {
+    struct Text {
+        buf: [u8; 36],
+        len: usize,
+    }
+    impl core::fmt::Write for Text {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let end = self.len.checked_add(s.len()).ok_or(core::fmt::Error)?;
+            let dst = self.buf.get_mut(self.len..end).ok_or(core::fmt::Error)?;
+            dst.copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+    let mut text = Text {
+        buf: [0; 36],
+        len: 0,
+    };
+    core::fmt::write(&mut text, format_args!("{uuid}")).is_ok()
+        && text.buf.get(..text.len) == Some(ROOT_USER_IDENTITY.as_bytes())
+}
 
 struct TeeRng;
 
@@ -282,7 +336,7 @@ fn invoke_command(
         } else {
             request_buf.get(..copied).ok_or(ErrorKind::BadParameters)?
         };
-        let n = engine.handle(request, response_buf);
+        let n = engine.handle_as(caller(), request, response_buf);
         // `handle` never returns more than the buffer it was given.
         let answer = match response_buf.get(..n) {
             Some(response) => output.set_output(response),

@@ -108,7 +108,7 @@ fn walkthrough_init_seal_unseal_offline_seal_attest() {
     );
     let v = String::from_utf8_lossy(&v);
     assert!(
-        v.contains("verified: engine 1.1.0 epoch 1 oldest accepted epoch 1; boot phase ended;"),
+        v.contains("verified: engine 1.2.0 epoch 1 oldest accepted epoch 1; boot phase ended;"),
         "{v}"
     );
     assert!(v.contains("backend simulator (a claim)"), "{v}");

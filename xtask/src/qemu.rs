@@ -8,6 +8,9 @@
 //!           rotate, retire; power off;
 //!   boot 2: the secret unseals; the unsealed key opens the LUKS volume;
 //!           boot-done locks it; a tampered and a retired blob are refused;
+//!           a non-root user with /dev/tee0 is refused rotate, retire,
+//!           init, escrow, boot/ and unseal without a namespace (the TA
+//!           checks its clients); teed runs as its own user;
 //!   boot 3: the unlock step opens the volume but never calls boot-done;
 //!           teed ends the boot phase itself before serving: boot/ refused;
 //!   migration (issue 10), boards A and B: A escrows to a recovery key
@@ -513,7 +516,24 @@ pub fn test(xtests: &[&str]) -> Result {
     checks.expect(&r2, "unseal-tampered", 5, None);
     checks.expect(&r2, "unseal-old-retired", 4, None);
     checks.expect_sha(&r2, "unseal-secret-after-boot-done", b"the-secret");
-    // The daemon on the real TEE, callers identified by kernel credentials.
+    // The TA checks its clients (issue 12): a non-root process with
+    // /dev/tee0 gets a client's rights, nothing more, and changes nothing.
+    checks.expect(&r2, "nonroot-status", 0, Some("\"initialised\":true"));
+    for name in [
+        "nonroot-rotate",
+        "nonroot-retire",
+        "nonroot-escrow",
+        "nonroot-init",
+        "nonroot-unseal-any",
+        "nonroot-seal-boot",
+    ] {
+        checks.expect_err(&r2, name, 4, "root's TEE login identity");
+    }
+    checks.expect_sha(&r2, "nonroot-unseal-own", b"the-secret");
+    checks.expect(&r2, "status-after-nonroot", 0, Some("\"epoch\":2"));
+    checks.expect(&r2, "status-after-nonroot", 0, Some("\"min_epoch\":2"));
+    // The daemon on the real TEE as its own user, callers identified by
+    // kernel credentials.
     checks.expect(&r2, "daemon-status-as-ha", 0, Some("\"initialised\":true"));
     checks.expect_sha(&r2, "daemon-unseal-as-ha", b"the-secret");
     checks.expect(&r2, "daemon-unseal-boot-as-ha", 4, None);

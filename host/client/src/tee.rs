@@ -9,7 +9,9 @@
 //! the next call opens a new session.
 
 use hakeys_proto::{MAX_MESSAGE_LEN, TA_CMD_REQUEST, TA_UUID_STR};
-use optee_teec::{Context, ErrorKind, Operation, ParamNone, ParamTmpRef, Session, Uuid};
+use optee_teec::{
+    ConnectionMethods, Context, ErrorKind, Operation, ParamNone, ParamTmpRef, Session, Uuid,
+};
 
 use crate::client::{Transport, TransportError};
 
@@ -76,13 +78,18 @@ impl TeeBackend {
                 message: "no TEE context".into(),
                 retryable: true,
             })?;
-            let s = ctx.open_session(uuid).map_err(|e| TransportError {
-                message: format!(
-                    "cannot open a session to the trusted application: {}",
-                    describe(&e)
-                ),
-                retryable: retryable(&e),
-            })?;
+            // A user login: the kernel stamps the session with this
+            // process's effective uid, and the TA allows lifecycle and
+            // recovery operations only to root's (ta/src/main.rs `caller`).
+            let s = ctx
+                .open_session_with_login(uuid, ConnectionMethods::LoginUser)
+                .map_err(|e| TransportError {
+                    message: format!(
+                        "cannot open a session to the trusted application: {}",
+                        describe(&e)
+                    ),
+                    retryable: retryable(&e),
+                })?;
             self.session = Some(s);
         }
         self.session.as_mut().ok_or_else(|| TransportError {

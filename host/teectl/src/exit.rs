@@ -19,7 +19,8 @@ pub const NOT_INITIALISED: i32 = 3;
 /// Refused by policy: boot namespace after `boot-done`, a retired epoch, a
 /// namespace the caller may not use, `reseal` of a boot namespace without
 /// `--allow-boot`, an escrow to another recovery key than the enrolled one,
-/// a blob sealed offline in `boot/` (or with `--device-only`).
+/// a blob sealed offline in `boot/` (or with `--device-only`), an operation
+/// the TA allows only to root's TEE identity.
 pub const REFUSED: i32 = 4;
 /// The blob or evidence is not authentic: tampered, truncated, or made for
 /// another device or key.
@@ -47,7 +48,8 @@ Exit codes:
   4  refused by policy: boot/ after boot-done, retired epoch (also in an
      escrow), another namespace, reseal of boot/ without --allow-boot,
      escrow to another recovery key than the enrolled one, a blob sealed
-     offline in boot/ (or with --device-only)
+     offline in boot/ (or with --device-only), an operation the TA allows
+     only to root (lifecycle, recovery, boot/)
   5  rejected: blob, evidence or escrow tampered, truncated, or for another
      device or key (also: an escrow made for another recovery key)
   6  secure storage failed or failed its integrity check; the state of an
@@ -67,7 +69,8 @@ pub fn for_status(s: Status) -> i32 {
         | Status::NamespaceMismatch
         | Status::BootNotAllowed
         | Status::RecoveryKeyMismatch
-        | Status::OfflineRefused => REFUSED,
+        | Status::OfflineRefused
+        | Status::IdentityRefused => REFUSED,
         Status::BlobRejected => REJECTED,
         Status::StorageFailure | Status::StorageCorrupt => STORAGE,
         Status::Busy => UNAVAILABLE,
