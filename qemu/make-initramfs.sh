@@ -70,6 +70,19 @@ install_bin "$X/opensc/usr/bin/pkcs11-tool" /usr/bin/pkcs11-tool
 # and its own setpriv applet cannot change uids): a private path so the
 # busybox applet links never shadow it.
 install_bin "$X/util-linux/usr/bin/setpriv" /usr/lib/hakeys-test/setpriv
+# The data partition's life on LUKS (issue 15): e2fsprogs, util-linux's
+# blkid, findfs, partx and sfdisk (busybox's are not the ones HA OS runs),
+# and the board's own scripts from the Buildroot tree, unchanged.
+for b in e2fsck resize2fs dumpe2fs mke2fs tune2fs; do install_bin "$X/e2fsprogs/usr/sbin/$b" "/usr/sbin/$b"; done
+ln -sf mke2fs "$R/usr/sbin/mkfs.ext4"
+ln -sf tune2fs "$R/usr/sbin/e2label"
+for b in blkid findfs; do install_bin "$X/util-linux/usr/sbin/$b" "/usr/sbin/$b"; done
+install_bin "$X/util-linux/usr/bin/partx" /usr/sbin/partx
+install_bin "$X/fdisk/usr/sbin/sfdisk" /usr/sbin/sfdisk
+mkdir -p "$R/usr/libexec"
+for s in hakeys-encrypt-data hakeys-unlock-data hakeys-grow-data hakeys-wipe-data hakeys-detach-data; do
+  cp "$ROOT/buildroot/package/hakeys-boot/$s" "$R/usr/libexec/$s"; chmod 755 "$R/usr/libexec/$s"
+done
 # The daemon's shipped default policy, where the systemd unit expects it.
 mkdir -p "$R/etc/hakeys"
 cp "$ROOT/systemd/teed-policy.toml" "$R/etc/hakeys/policy.toml"
@@ -94,14 +107,15 @@ add_mod() {
   case $p in *.xz) xz -dc "$p" ;; *.zst) zstd -dc "$p" ;; *) cat "$p" ;; esac > "$R/usr/lib/modules/$m.ko"
   echo "$m" >> "$R/usr/lib/modules/load-order"
 }
-for m in tee optee virtio_blk dm_mod dm_crypt xts af_alg algif_skcipher algif_hash; do add_mod "$m"; done
+for m in tee optee virtio_blk dm_mod dm_crypt xts af_alg algif_skcipher algif_hash ext4 crc32c_generic vfat nls_cp437 nls_ascii; do add_mod "$m"; done
 
 cp "$ROOT/qemu/guest/init" "$R/init"
 cp "$ROOT/qemu/guest/scenario.sh" "$R/usr/bin/hakeys-scenario"
 cp "$ROOT/qemu/guest/powercut.sh" "$R/usr/bin/hakeys-powercut"
+cp "$ROOT/qemu/guest/data.sh" "$R/usr/bin/hakeys-data"
 mkdir -p "$R/usr/lib/hakeys-test"
 cp "$ROOT/qemu/guest/lib.sh" "$R/usr/lib/hakeys-test/lib.sh"
-chmod 755 "$R/init" "$R/usr/bin/hakeys-scenario" "$R/usr/bin/hakeys-powercut"
+chmod 755 "$R/init" "$R/usr/bin/hakeys-scenario" "$R/usr/bin/hakeys-powercut" "$R/usr/bin/hakeys-data"
 # Written beside and renamed, so a QEMU starting meanwhile reads a whole image.
 (cd "$R" && find . | sort | cpio -o -H newc --quiet -R 0:0 | gzip -6) > "$OUTF.tmp"
 mv "$OUTF.tmp" "$OUTF"

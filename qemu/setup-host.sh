@@ -37,7 +37,7 @@ if [ $changed = 1 ] || [ ! -e "$stamp" ] || [ -n "$(find "$stamp" -mmin +1440)" 
 fi
 
 pkgs="gcc-aarch64-linux-gnu libc6-dev-arm64-cross device-tree-compiler python3-cryptography python3-pyelftools
-  dpkg-dev libssl-dev bison flex bc cpio xz-utils zstd gzip make perl openssl kmod"
+  dpkg-dev libssl-dev bison flex bc cpio xz-utils zstd gzip make perl openssl kmod e2fsprogs dosfstools fdisk"
 missing=""
 for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
 [ -z "$missing" ] || apt-get install -y -q --no-install-recommends $missing

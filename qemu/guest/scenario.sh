@@ -229,6 +229,10 @@ xtest)
     [ $rc = 0 ] || grep -E '^regression_[0-9.]+ FAILED|FAILED' /tmp/xtest.out | head -60 | sed 's/^/HAKEYS: xtest | /'
   done
   ;;
+data-*)
+  # One boot of `cargo xtask qemu-data` (see data.sh).
+  hakeys-data "$STEP"
+  ;;
 powercut)
   # One boot of `cargo xtask qemu-powercut` (see powercut.sh).
   hakeys-powercut

@@ -396,20 +396,99 @@ fn the_ta_rollback_version_follows_the_release() {
         ),
     )
     .expect("write");
-    let out = std::process::Command::new("make")
-        .arg("-s")
-        .arg("-f")
-        .arg(&makefile)
-        .output()
-        .expect("make");
-    let got: u32 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("a number");
+    let got: u32 = make_output(&makefile).trim().parse().expect("a number");
     let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap()).collect();
     assert_eq!(got, parts[0] * 65536 + parts[1] * 256 + parts[2]);
     assert!(
         got > 1,
         "above the fixed 1 that earlier images were signed with"
     );
+}
+
+/// `make` evaluates `mk` (a package's .mk file) in release mode with the
+/// release site `site`, Buildroot's helpers stubbed, and prints `vars`.
+fn release_mode_vars(mk: &Path, site: &str, vars: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let makefile = dir.path().join("Makefile");
+    let mut text = format!(
+        "BR2_PACKAGE_HAKEYS_SITE_RELEASE = y\nBR2_PACKAGE_HAKEYS_RELEASE_SITE = \"{site}\"\n\
+         qstrip = $(strip $(subst \",,$(1)))\ncargo-package =\ninclude {}\nall:\n",
+        mk.display()
+    );
+    for v in vars {
+        text += &format!("\t@echo '$({v})'\n");
+    }
+    std::fs::write(&makefile, text).expect("write");
+    make_output(&makefile).lines().map(str::to_string).collect()
+}
+
+/// What `make -s -f makefile` prints; it must succeed.
+fn make_output(makefile: &Path) -> String {
+    let out = std::process::Command::new("make")
+        .arg("-s")
+        .arg("-f")
+        .arg(makefile)
+        .output()
+        .expect("make");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn release_mode_downloads_the_published_tarball() {
+    // Buildroot's cargo infrastructure stores a package's source as
+    // <name>-<version>-cargoN.tar.gz and fetches $(SITE)/$(SOURCE): a SITE
+    // that is only the directory asks the server for a file nobody
+    // publishes. The SITE names the published file, with Buildroot's
+    // `?buildroot-path=filename` tail, so the URL fetched is that file
+    // whatever name Buildroot stores it under (checked against Buildroot
+    // 2026.05.1's printvars: docs/buildroot.md).
+    let version = cargo_version(&repo().join("Cargo.toml"));
+    let site = "https://example.org/releases";
+    for (pkg, var) in [("hakeys", "HAKEYS"), ("hakeys-ta", "HAKEYS_TA")] {
+        let mk = tree().join(format!("package/{pkg}/{pkg}.mk"));
+        assert!(
+            mk_var(&read(&mk), &format!("{var}_SOURCE")).is_none(),
+            "{pkg}: Buildroot names the stored file; the .mk must not"
+        );
+        let got = release_mode_vars(&mk, site, &[&format!("{var}_SITE")]);
+        let stored = format!("{pkg}-{version}-cargo6.tar.gz");
+        let url = format!("{}/{stored}", got[0]);
+        let (path, query) = url.split_once('?').expect("a query");
+        assert_eq!(path, format!("{site}/hakeys-{version}.tar.gz"), "{pkg}");
+        assert_eq!(query, format!("buildroot-path=filename/{stored}"), "{pkg}");
+    }
+}
+
+#[test]
+fn the_packages_declare_their_license_file_with_its_hash() {
+    // `make legal-info` saves LICENSE_FILES and checks them against the
+    // .hash file.
+    let license = std::fs::read(repo().join("LICENSE")).expect("LICENSE");
+    let want = {
+        use sha2::Digest;
+        hex_lower(&sha2::Sha256::digest(&license))
+    };
+    for (pkg, var) in [("hakeys", "HAKEYS"), ("hakeys-ta", "HAKEYS_TA")] {
+        let mk = read(&tree().join(format!("package/{pkg}/{pkg}.mk")));
+        assert_eq!(
+            mk_var(&mk, &format!("{var}_LICENSE_FILES")).as_deref(),
+            Some("LICENSE"),
+            "{pkg}"
+        );
+        let hash = read(&tree().join(format!("package/{pkg}/{pkg}.hash")));
+        assert!(
+            hash.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["sha256", &want, "LICENSE"]),
+            "{pkg}.hash has no `sha256  {want}  LICENSE` line"
+        );
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

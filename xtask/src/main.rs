@@ -26,10 +26,12 @@ use std::time::Instant;
 
 mod buildroot;
 mod docker;
+mod fuzz_record;
 mod ha;
 mod powercut;
 mod qemu;
 mod qemu_bench;
+mod qemu_data;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -182,7 +184,7 @@ enum FuzzLimit {
 /// edges covered (libFuzzer's `cov:`) at the end. A crash stops the run;
 /// libFuzzer leaves the input in `fuzz/artifacts/<target>/`. `only` (from
 /// `--targets a,b`) runs those targets alone, in the same order.
-fn fuzz(limit: FuzzLimit, only: Option<String>) -> Result {
+fn fuzz(limit: FuzzLimit, only: Option<String>, record: bool) -> Result {
     use std::io::{BufRead, BufReader};
     let targets: Vec<&str> = match &only {
         None => FUZZ_TARGETS.to_vec(),
@@ -238,9 +240,10 @@ fn fuzz(limit: FuzzLimit, only: Option<String>) -> Result {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", describe(&cmd)))?;
-        // libFuzzer reports on stderr: pass it through, keeping the last
-        // coverage figure and the final execution count.
-        let (mut cov, mut execs) = (None, None);
+        // libFuzzer reports on stderr: pass it through, keeping the
+        // coverage at the start (after the corpus is loaded) and at the
+        // end, the final execution count and the units it added.
+        let (mut cov, mut execs, mut first_cov, mut added) = (None, None, None, None);
         if let Some(err) = child.stderr.take() {
             for line in BufReader::new(err)
                 .lines()
@@ -251,10 +254,16 @@ fn fuzz(limit: FuzzLimit, only: Option<String>) -> Result {
                 while let Some(w) = words.next() {
                     if w == "cov:" {
                         cov = words.next().and_then(|n| n.parse::<u64>().ok()).or(cov);
+                        if line.contains("INITED") && first_cov.is_none() {
+                            first_cov = cov;
+                        }
                     }
                 }
                 if let Some(n) = line.strip_prefix("stat::number_of_executed_units:") {
                     execs = n.trim().parse::<u64>().ok();
+                }
+                if let Some(n) = line.strip_prefix("stat::new_units_added:") {
+                    added = n.trim().parse::<u64>().ok();
                 }
             }
         }
@@ -266,12 +275,28 @@ fn fuzz(limit: FuzzLimit, only: Option<String>) -> Result {
                 "fuzz target {t} failed ({status}); the input is in fuzz/artifacts/{t}/"
             ));
         }
-        summary.push((t, execs, cov, started.elapsed().as_secs()));
+        summary.push(fuzz_record::Row {
+            target: t.to_string(),
+            executions: execs,
+            edges_start: first_cov,
+            edges_end: cov,
+            new_units: added,
+            seconds: started.elapsed().as_secs(),
+        });
     }
     eprintln!("\nfuzz target       executions    edges (cov)  seconds");
-    for (t, execs, cov, secs) in summary {
+    for r in &summary {
         let show = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
-        eprintln!("{t:<17} {:>12} {:>12} {secs:>8}", show(execs), show(cov));
+        eprintln!(
+            "{:<17} {:>12} {:>12} {:>8}",
+            r.target,
+            show(r.executions),
+            show(r.edges_end),
+            r.seconds
+        );
+    }
+    if record {
+        fuzz_record::write(&summary)?;
     }
     Ok(())
 }
@@ -311,6 +336,11 @@ fn test() -> Result {
     ) && step(
         "qemu-test",
         Command::new(cargo()).args(["xtask", "qemu-test"]),
+    ) && step(
+        // In-place encryption of the data partition, power cuts during it,
+        // growing it on LUKS (issue 15).
+        "qemu-data",
+        Command::new(cargo()).args(["xtask", "qemu-data"]),
     ) && step(
         // Every cut point of the operations repeated on a live board (about
         // 5 minutes); the once-per-board ones (init, first rotate, v1
@@ -533,9 +563,32 @@ fn bench() -> Result {
         rustc.trim()
     );
     let path = root.join("docs/BENCHMARKS.md");
+    // Keep the fuzzing record (`cargo xtask fuzz --runs N --record`).
+    let doc = match std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| fuzz_record::section(&old))
+    {
+        Some(fz) => doc + "\n" + &fz,
+        None => doc,
+    };
     std::fs::write(&path, doc).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())
+}
+
+/// The section of a Markdown record that starts at the line `heading`, to
+/// the next `## ` heading or the end (with one final newline).
+pub(crate) fn doc_section(doc: &str, heading: &str) -> Option<String> {
+    let start = doc
+        .match_indices(heading)
+        .map(|(i, _)| i)
+        .find(|&i| i == 0 || doc.get(i - 1..i) == Some("\n"))?;
+    let rest = doc.get(start..)?;
+    let end = rest
+        .get(3..)
+        .and_then(|r| r.find("\n## "))
+        .map_or(rest.len(), |e| e + 4);
+    rest.get(..end).map(|s| s.trim_end().to_string() + "\n")
 }
 
 /// "CPU model, N cores", for benchmark records.
@@ -570,6 +623,7 @@ fn main() -> ExitCode {
         Some("qemu-test") => qemu::test(qemu::CI_XTESTS),
         Some("qemu-shell") => qemu::shell(),
         Some("qemu-bench") => qemu::bench(),
+        Some("qemu-data") => qemu_data::main(&args[1..]),
         Some("qemu-powercut") => powercut::main(&args[1..]),
         Some("ha-test") => ha::test(),
         Some("check-buildroot") => buildroot::check(opt("--buildroot")),
@@ -577,16 +631,20 @@ fn main() -> ExitCode {
         Some("fuzz") => match (opt("--seconds"), opt("--runs")) {
             (Some(_), Some(_)) => Err("fuzz takes --seconds or --runs, not both".into()),
             (None, Some(n)) => match n.parse() {
-                Ok(n) => fuzz(FuzzLimit::Runs(n), opt("--targets")),
+                Ok(n) => fuzz(
+                    FuzzLimit::Runs(n),
+                    opt("--targets"),
+                    args.iter().any(|a| a == "--record"),
+                ),
                 Err(_) => Err("--runs takes a whole number".into()),
             },
             (s, None) => match s.unwrap_or_else(|| "20".into()).parse() {
-                Ok(s) => fuzz(FuzzLimit::Seconds(s), opt("--targets")),
+                Ok(s) => fuzz(FuzzLimit::Seconds(s), opt("--targets"), false),
                 Err(_) => Err("--seconds takes a whole number".into()),
             },
         },
         _ => Err(
-            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N | --runs N] [--targets a,b] | bench | qemu-test | qemu-shell | qemu-bench | qemu-powercut [--ops a,b] [--modes before,after] [--record] | ha-test | check-buildroot --buildroot DIR"
+            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N | --runs N [--record]] [--targets a,b] | bench | qemu-test | qemu-data [--record] | qemu-shell | qemu-bench | qemu-powercut [--ops a,b] [--modes before,after] [--record] | ha-test | check-buildroot --buildroot DIR"
                 .into(),
         ),
     };

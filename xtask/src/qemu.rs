@@ -173,11 +173,25 @@ impl Board {
         .arg(out.join("initramfs.cpio.gz"))
         .arg("-append")
         .arg(format!("console=ttyAMA0 quiet {append}"));
+        // `data`, `boot` and `ext` (a GPT disk with `hassos-data`, a vfat
+        // boot partition, an external disk) only on the boards of `cargo
+        // xtask qemu-data`.
+        let optional = ["data.img", "boot.img", "ext.img"].map(|f| self.dir.join(f).exists());
         for (id, file, extra) in [
             ("rpmb", "rpmb.img", ""),
             ("luks", "luks.img", ""),
             ("blobs", "blobs.tar", ",readonly=on"),
-        ] {
+            ("data", "data.img", ""),
+            ("boot", "boot.img", ""),
+            ("ext", "ext.img", ""),
+        ]
+        .into_iter()
+        .filter(|(_, file, _)| match *file {
+            "data.img" => optional[0],
+            "boot.img" => optional[1],
+            "ext.img" => optional[2],
+            _ => true,
+        }) {
             c.arg("-drive")
                 .arg(format!(
                     "if=none,id={id},format=raw,file={}{extra}",
@@ -211,6 +225,21 @@ impl Board {
         append: &str,
         timeout: Duration,
     ) -> Result<(Vec<String>, bool)> {
+        self.boot_and_cut(name, append, timeout, None)
+            .map(|(lines, done, _)| (lines, done))
+    }
+
+    /// As [`Board::boot_to_power_off`]; with `cut = Some((marker, delay))`,
+    /// the power is cut (QEMU killed) `delay` after the first console line
+    /// that starts with `marker`, unless the machine powered off first.
+    /// Also says whether the cut happened.
+    pub(crate) fn boot_and_cut(
+        &self,
+        name: &str,
+        append: &str,
+        timeout: Duration,
+        cut: Option<(&str, Duration)>,
+    ) -> Result<(Vec<String>, bool, bool)> {
         let log = self.dir.join(format!("{name}.console.log"));
         let mut cmd = self.qemu(append);
         cmd.arg("-monitor")
@@ -251,14 +280,32 @@ impl Board {
         let mut f = fs::File::create(&log).map_err(|e| e.to_string())?;
         let deadline = started + timeout;
         let mut timed_out = false;
+        let (mut cut_at, mut was_cut) = (None, false);
         loop {
-            match rx.recv_timeout(Duration::from_millis(200)) {
+            let wait = cut_at.map_or(Duration::from_millis(200), |t: Instant| {
+                t.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(200))
+            });
+            match rx.recv_timeout(wait) {
                 Ok(l) => {
                     let _ = writeln!(f, "[{:7.2}] {l}", started.elapsed().as_secs_f64());
+                    if let Some((marker, delay)) = cut {
+                        if cut_at.is_none() && l.starts_with(marker) {
+                            cut_at = Some(Instant::now() + delay);
+                        }
+                    }
                     lines.push(l);
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if cut_at.is_some_and(|t| Instant::now() >= t) {
+                // The power cut: SIGKILL, nothing the guest buffered reaches
+                // its disks.
+                let _ = child.kill();
+                let _ = writeln!(f, "[{:7.2}] <power cut>", started.elapsed().as_secs_f64());
+                was_cut = true;
+                break;
             }
             if Instant::now() > deadline {
                 timed_out = true;
@@ -281,7 +328,7 @@ impl Board {
             ));
         }
         let done = lines.iter().any(|l| l.starts_with("HAKEYS: DONE"));
-        Ok((lines, done))
+        Ok((lines, done, was_cut))
     }
 }
 

@@ -19,10 +19,12 @@ HAKEYS_TA_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
 	--exclude /target --exclude /ta/target --exclude /.cache \
 	--exclude /fuzz --exclude /buildroot
 else
-HAKEYS_TA_SITE = $(call qstrip,$(BR2_PACKAGE_HAKEYS_RELEASE_SITE))
-HAKEYS_TA_SOURCE = hakeys-$(HAKEYS_TA_VERSION).tar.gz
+# The same published file as hakeys (see hakeys.mk), vendored here for the
+# TA's own workspace and stored as hakeys-ta-$(VERSION)-cargoN.tar.gz.
+HAKEYS_TA_SITE = $(call qstrip,$(BR2_PACKAGE_HAKEYS_RELEASE_SITE))/hakeys-$(HAKEYS_TA_VERSION).tar.gz?buildroot-path=filename
 endif
 HAKEYS_TA_LICENSE = Apache-2.0
+HAKEYS_TA_LICENSE_FILES = LICENSE
 HAKEYS_TA_SUBDIR = ta
 HAKEYS_TA_DEPENDENCIES = optee-os host-python3 host-python-cryptography
 

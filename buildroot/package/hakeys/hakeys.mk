@@ -13,9 +13,16 @@ HAKEYS_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
 	--exclude /target --exclude /ta/target --exclude /.cache \
 	--exclude /fuzz --exclude /buildroot
 else
-HAKEYS_SITE = $(call qstrip,$(BR2_PACKAGE_HAKEYS_RELEASE_SITE))
+# The published file is hakeys-$(VERSION).tar.gz; Buildroot's cargo
+# infrastructure names what it stores in DL_DIR (after vendoring the
+# crates into it) hakeys-$(VERSION)-cargoN.tar.gz, N being its vendoring
+# format. `?buildroot-path=filename` (as Buildroot's own cargo packages
+# do) makes the download fetch exactly the URL given, whatever the stored
+# name is; hakeys.hash names the stored file.
+HAKEYS_SITE = $(call qstrip,$(BR2_PACKAGE_HAKEYS_RELEASE_SITE))/hakeys-$(HAKEYS_VERSION).tar.gz?buildroot-path=filename
 endif
 HAKEYS_LICENSE = Apache-2.0
+HAKEYS_LICENSE_FILES = LICENSE
 HAKEYS_DEPENDENCIES = optee-client
 
 # teectl with the libteec backend, teed, and teed-docker-proxy (teed's one
@@ -117,7 +124,7 @@ define HAKEYS_INSTALL_INIT_SYSTEMD
 endef
 
 ifeq ($(BR2_PACKAGE_HAKEYS)$(BR2_PACKAGE_HAKEYS_SITE_RELEASE)$(BR_BUILDING),yyy)
-ifeq ($(HAKEYS_SITE),)
+ifeq ($(call qstrip,$(BR2_PACKAGE_HAKEYS_RELEASE_SITE)),)
 $(error hakeys: set BR2_PACKAGE_HAKEYS_RELEASE_SITE to where hakeys-$(HAKEYS_VERSION).tar.gz is published)
 endif
 endif

@@ -39,6 +39,8 @@ esac
 exit 99
 "#;
         let cryptsetup = r#"#!/bin/sh
+# isLuks: the partition's type (FAKE_NOT_LUKS: still plain ext4), unlogged.
+[ "$1" = isLuks ] && { [ -z "${FAKE_NOT_LUKS:-}" ]; exit; }
 echo "cryptsetup $*" >> "$FAKE_DIR/log"
 cat > "$FAKE_DIR/cryptsetup.stdin"
 exit "${FAKE_CRYPT_RC:-0}"
@@ -137,6 +139,17 @@ fn unlock_script_opens_the_partition_then_ends_the_boot_phase() {
         })
         .count();
     assert_eq!(leftovers, 0, "the status file is removed");
+}
+
+#[test]
+fn unlock_script_leaves_a_partition_not_yet_converted_alone() {
+    // A key was sealed, but the conversion never wrote the LUKS2 header:
+    // nothing is unsealed or opened, the boot goes on, the phase ends.
+    let f = Fakes::new();
+    let o = f.run(&[("FAKE_NOT_LUKS", "1")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not LUKS2 yet"), "{}", stderr(&o));
+    assert_eq!(f.log(), vec![BOOT_DONE.to_string()]);
 }
 
 #[test]

@@ -103,13 +103,7 @@ pub(crate) const SECTION: &str = "## Power cuts at every RPMB write";
 /// The power-cut section of a BENCHMARKS-qemu.md, if it has one (to its
 /// end or the next `## ` heading).
 pub(crate) fn record_section(doc: &str) -> Option<String> {
-    let start = doc.find(SECTION)?;
-    let rest = doc.get(start..)?;
-    let end = rest
-        .get(3..)
-        .and_then(|r| r.find("\n## "))
-        .map_or(rest.len(), |e| e + 4);
-    rest.get(..end).map(|s| s.trim_end().to_string() + "\n")
+    crate::doc_section(doc, SECTION)
 }
 
 pub(crate) fn write_record(run: &Run, modes: &[Mode], build_secs: f64, total: f64) -> Result {
