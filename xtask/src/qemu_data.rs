@@ -517,7 +517,7 @@ pub fn main(args: &[String]) -> Result {
             // Sealing the key, the shrink, then cryptsetup's start (the
             // data shift and the LUKS2 header write).
             1 => ("HAKEYS-ENC start".to_string(), Duration::from_millis(300)),
-            2 => (format!("{enc}shrinking"), Duration::from_millis(100)),
+            2 => (format!("{enc}shrinking"), Duration::from_millis(50)),
             3 => (format!("{enc}encrypting"), Duration::from_millis(40)),
             4 => (format!("{enc}encrypting"), Duration::from_millis(600)),
             5 => (format!("{enc}encrypting"), Duration::from_millis(1300)),
@@ -525,6 +525,10 @@ pub fn main(args: &[String]) -> Result {
             // the first 32 MiB, then the LUKS2 header): late in it.
             6 => (format!("{enc}encrypting"), Duration::from_millis(2600)),
             7 => (format!("{enc}encrypting"), Duration::from_millis(3600)),
+            // A resumed run's own start (its repair of the interrupted
+            // block); "encrypting" also begins its resume message.
+            8 => (format!("{enc}encrypting"), Duration::from_millis(300)),
+            9 => (format!("{enc}encrypting"), Duration::from_millis(1000)),
             // Then inside the re-encryption: from cryptsetup's first
             // progress line (a second into it), at random.
             _ => (
@@ -543,7 +547,8 @@ pub fn main(args: &[String]) -> Result {
         let last = lines
             .iter()
             .rev()
-            .find_map(|l| l.strip_prefix("HAKEYS: enc | "))
+            .filter_map(|l| l.strip_prefix("HAKEYS: enc | "))
+            .find(|l| !l.trim().is_empty())
             .map(progress_text)
             .unwrap_or_else(|| "(nothing yet)".into());
         let r = results(&lines);
@@ -566,11 +571,11 @@ pub fn main(args: &[String]) -> Result {
                     "  info cut {cuts}: boot {i}, {marker:?} + {:.2} s; last: {last}",
                     delay.as_secs_f64()
                 );
-                table += &format!(
-                    "| {i} | `{}` + {:.2} s | {last} |\n",
-                    marker.trim_start_matches("HAKEYS: enc | "),
-                    delay.as_secs_f64()
-                );
+                let at = match marker.trim_start_matches("HAKEYS: enc | ") {
+                    "{" => "cryptsetup's first progress line".to_string(),
+                    m => format!("`{m}`"),
+                };
+                table += &format!("| {i} | {at} + {:.2} s | {last} |\n", delay.as_secs_f64());
             }
             _ => {
                 checks.check(

@@ -39,8 +39,6 @@ esac
 exit 99
 "#;
         let cryptsetup = r#"#!/bin/sh
-# isLuks: the partition's type (FAKE_NOT_LUKS: still plain ext4), unlogged.
-[ "$1" = isLuks ] && { [ -z "${FAKE_NOT_LUKS:-}" ]; exit; }
 echo "cryptsetup $*" >> "$FAKE_DIR/log"
 cat > "$FAKE_DIR/cryptsetup.stdin"
 exit "${FAKE_CRYPT_RC:-0}"
@@ -51,7 +49,8 @@ exit "${FAKE_CRYPT_RC:-0}"
             fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
         }
         fs::write(dir.path().join("tee0"), "").expect("tee");
-        fs::write(dir.path().join("data-partition"), "").expect("device");
+        // A LUKS2 partition starts with the LUKS magic.
+        fs::write(dir.path().join("data-partition"), b"LUKS\xba\xbe\x00\x02").expect("device");
         fs::write(dir.path().join("data.blob"), "hakeys:v1:BLOB\n").expect("blob");
         Fakes { dir }
     }
@@ -146,7 +145,9 @@ fn unlock_script_leaves_a_partition_not_yet_converted_alone() {
     // A key was sealed, but the conversion never wrote the LUKS2 header:
     // nothing is unsealed or opened, the boot goes on, the phase ends.
     let f = Fakes::new();
-    let o = f.run(&[("FAKE_NOT_LUKS", "1")]);
+    // Still plain ext4 (its superblock is at 1024; the start is zeros).
+    fs::write(f.path("data-partition"), [0u8; 2048]).expect("device");
+    let o = f.run(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("not LUKS2 yet"), "{}", stderr(&o));
     assert_eq!(f.log(), vec![BOOT_DONE.to_string()]);
