@@ -41,6 +41,12 @@ data-encrypt)
   # Cut at any moment by the host in the power-cut series.
   # The script's messages reach the console as they come (the host cuts
   # the power relative to them).
+  # Board A also enrols a recovery passphrase (the board's cut series
+  # has none on its blobs disk).
+  if [ -e /blobs/recovery-passphrase ]; then
+    mkdir -p /mnt/boot/hakeys && cp /blobs/recovery-passphrase /mnt/boot/hakeys/recovery-passphrase
+    export HAKEYS_RECOVERY_PASSPHRASE_FILE=/mnt/boot/hakeys/recovery-passphrase
+  fi
   echo "HAKEYS-ENC start"
   t0=$(now_ms)
   { /usr/libexec/hakeys-encrypt-data 2>&1; echo "$?" > /tmp/rc.enc; } |
@@ -59,6 +65,10 @@ data-verify)
   r data-type-after "" blkid -o value -s TYPE "$DATA"
   r data-kdf "" sh -c "cryptsetup luksDump '$DATA' | grep -E 'PBKDF|Iterations|Label|Requirements'"
   r data-encrypt-again "" /usr/libexec/hakeys-encrypt-data
+  if [ -e /blobs/recovery-passphrase ]; then
+    r data-recovery-passphrase "" cryptsetup open --test-passphrase --key-file /blobs/recovery-passphrase "$DATA"
+    r data-recovery-file-removed "" sh -c "[ ! -e /mnt/boot/hakeys/recovery-passphrase ]"
+  fi
   cryptsetup close hassos-data
   ;;
 data-bench)

@@ -73,6 +73,7 @@ fn make_files(dir: &Path) -> Result<String> {
 fn make_disks(board: &Board) -> Result<usize> {
     let src = board.dir.join("files");
     let manifest = make_files(&src)?;
+    fs::write(board.dir.join("manifest"), &manifest).map_err(|e| e.to_string())?;
     let img = board.dir.join("data.img");
     let parts = partition(
         &img,
@@ -94,7 +95,6 @@ fn make_disks(board: &Board) -> Result<usize> {
         .args(["-n", "hassos-boot", "-C"])
         .arg(&boot)
         .arg("16384"))?;
-    board.set_blobs(&[("manifest", manifest.as_bytes())])?;
     Ok(manifest.lines().count())
 }
 
@@ -301,6 +301,14 @@ pub fn main(args: &[String]) -> Result {
     // --- Board A: one uninterrupted conversion, its boots, growing.
     let a = Board::fresh("data-a")?;
     let files = make_disks(&a)?;
+    let manifest = fs::read(a.dir.join("manifest")).map_err(|e| e.to_string())?;
+    a.set_blobs(&[
+        ("manifest", &manifest),
+        (
+            "recovery-passphrase",
+            b"correct horse battery staple, test only",
+        ),
+    ])?;
     let r = results(&boot(&a, "data-a-init", "data-init")?);
     checks.step(&r, "data-init", 0);
     let t = checks.step(&r, "data-type-before", 0);
@@ -325,6 +333,9 @@ pub fn main(args: &[String]) -> Result {
         .get("data-unlock")
         .and_then(|s| field(&s.out, "ms"));
     let fs_before = verify(&mut checks, &lines, files, "data-verify");
+    let r = results(&lines);
+    checks.step(&r, "data-recovery-passphrase", 0);
+    checks.step(&r, "data-recovery-file-removed", 0);
     let bench = boot(&a, "data-a-bench", "data-bench")?;
     let mean = |key: &str| bench_value(&bench, key).map(|(n, ms)| ms as f64 / n.max(1) as f64);
     md += &format!(
@@ -497,6 +508,8 @@ pub fn main(args: &[String]) -> Result {
     // --- Board B: the conversion, cut again and again.
     let b = Board::fresh("data-cut")?;
     let files_b = make_disks(&b)?;
+    let manifest = fs::read(b.dir.join("manifest")).map_err(|e| e.to_string())?;
+    b.set_blobs(&[("manifest", &manifest)])?;
     let r = results(&boot(&b, "data-cut-init", "data-init")?);
     checks.step(&r, "data-init", 0);
     let mut seed = (std::time::SystemTime::now()
