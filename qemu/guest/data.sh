@@ -65,6 +65,8 @@ data-verify)
   r data-type-after "" blkid -o value -s TYPE "$DATA"
   r data-kdf "" sh -c "cryptsetup luksDump '$DATA' | grep -E 'PBKDF|Iterations|Label|Requirements'"
   r data-encrypt-again "" /usr/libexec/hakeys-encrypt-data
+  # As the boot unit runs it at every later boot: silent, no work.
+  r data-encrypt-unit-again "" /usr/libexec/hakeys-encrypt-data --if-requested
   if [ -e /blobs/recovery-passphrase ]; then
     r data-recovery-passphrase "" cryptsetup open --test-passphrase --key-file /blobs/recovery-passphrase "$DATA"
     r data-recovery-file-removed "" sh -c "[ ! -e /mnt/boot/hakeys/recovery-passphrase ]"

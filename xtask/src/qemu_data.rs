@@ -247,6 +247,12 @@ fn verify(checks: &mut Checks, lines: &[String], files: usize, prefix: &str) -> 
         again.err.contains("already LUKS2"),
         again.err.trim(),
     );
+    let unit = checks.step(&r, "data-encrypt-unit-again", 0);
+    checks.check(
+        "data-encrypt-unit-silent-after",
+        unit.err.trim().is_empty(),
+        format!("stderr {:?}", unit.err.trim()),
+    );
     let size = r
         .get(&format!("{prefix}-size"))
         .and_then(|s| field(&s.out, "fs_kib"))
