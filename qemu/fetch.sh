@@ -28,7 +28,7 @@ fetch_source optee-os sid trixie
 KPKG=$(apt-cache show linux-image-arm64:arm64/trixie | sed -n 's/^Depends: \(linux-image-[^ ]*\).*/\1/p' | head -1)
 [ -n "$KPKG" ] || { echo "fetch.sh: cannot resolve the trixie arm64 kernel package" >&2; exit 1; }
 DEBS="$KPKG busybox-static libc6 libgcc-s1 libteec2 libckteec0t64 optee-test-qemu
-  cryptsetup-bin libcryptsetup12 libblkid1 libpopt0 libuuid1 libdevmapper1.02.1 libjson-c5
+  cryptsetup-bin dmsetup libcryptsetup12 libblkid1 libpopt0 libuuid1 libdevmapper1.02.1 libjson-c5
   libssl3t64 libselinux1 libpcre2-8-0 libudev1 libcap2 libargon2-1 zlib1g libzstd1 liblzma5
   util-linux libcap-ng0 optee-os-dev opensc opensc-pkcs11 libeac3 libreadline8t64 libtinfo6 libglib2.0-0t64 libffi8 libmount1 libatomic1
   e2fsprogs libext2fs2t64 libcom-err2 libss2 fdisk libfdisk1 libsmartcols1 libncursesw6"

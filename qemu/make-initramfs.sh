@@ -62,6 +62,8 @@ fi
 # cryptsetup for the LUKS step; xtest and its TAs; pkcs11-tool and the
 # PKCS#11 TA for the benchmark comparison.
 install_bin "$X/cryptsetup-bin/usr/sbin/cryptsetup" /usr/sbin/cryptsetup
+# dmsetup: qemu-data slows the end of a conversion (dm-delay) to aim a cut.
+install_bin "$(ls "$X"/dmsetup/usr/sbin/dmsetup "$X"/dmsetup/sbin/dmsetup 2>/dev/null | head -1)" /usr/sbin/dmsetup
 install_bin "$X/optee-test-qemu/usr/bin/xtest" /usr/bin/xtest
 cp "$X"/optee-test-qemu/usr/lib/optee_armtz/*.ta "$R/usr/lib/optee_armtz/"
 cp "$O"/optee/export-ta_arm64/ta/*.ta "$R/usr/lib/optee_armtz/" 2>/dev/null || true
@@ -107,7 +109,7 @@ add_mod() {
   case $p in *.xz) xz -dc "$p" ;; *.zst) zstd -dc "$p" ;; *) cat "$p" ;; esac > "$R/usr/lib/modules/$m.ko"
   echo "$m" >> "$R/usr/lib/modules/load-order"
 }
-for m in tee optee virtio_blk dm_mod dm_crypt xts af_alg algif_skcipher algif_hash ext4 crc32c_generic vfat nls_cp437 nls_ascii; do add_mod "$m"; done
+for m in tee optee virtio_blk dm_mod dm_crypt dm_delay xts af_alg algif_skcipher algif_hash ext4 crc32c_generic vfat nls_cp437 nls_ascii; do add_mod "$m"; done
 
 cp "$ROOT/qemu/guest/init" "$R/init"
 cp "$ROOT/qemu/guest/scenario.sh" "$R/usr/bin/hakeys-scenario"

@@ -55,6 +55,37 @@ data-encrypt)
   echo "HAKEYS-RESULT data-encrypt rc=$(cat /tmp/rc.enc) out=ms=$t"
   sync
   ;;
+data-encrypt-slow-end)
+  # Board data-end: a cut after cryptsetup committed the last block and
+  # before it finished the header. In between it wipes the moved segment
+  # (its plaintext copy of the partition's start, kept in the partition's
+  # last 16 MiB); writes there are delayed here (dm-delay, 250 ms each), so
+  # that wipe takes seconds and the host's cut, aimed after the last block's
+  # progress line, lands in it. The script sees the partition through a
+  # device-mapper device that maps it 1:1; the next boot uses the partition.
+  S=$(blockdev --getsz "$DATA"); M=32768
+  printf '0 %s linear %s 0\n%s %s delay %s %s 0 %s %s 250\n' \
+    $((S - M)) "$DATA" $((S - M)) $M "$DATA" $((S - M)) "$DATA" $((S - M)) |
+    DM_DISABLE_UDEV=1 dmsetup create hakeys-slow || echo "HAKEYS: dmsetup create failed"
+  # No udev in this guest: the node is made here.
+  dmsetup mknodes hakeys-slow
+  [ -b /dev/mapper/hakeys-slow ] || echo "HAKEYS: no /dev/mapper/hakeys-slow: $(ls /dev/mapper)"
+  export HAKEYS_DATA_DEVICE=/dev/mapper/hakeys-slow
+  echo "HAKEYS-ENC start"
+  t0=$(now_ms)
+  { /usr/libexec/hakeys-encrypt-data 2>&1; echo "$?" > /tmp/rc.enc; } |
+    while IFS= read -r l; do
+      echo "HAKEYS: enc | $l"
+      case $l in
+      '{'*)
+        done_b=${l#*\"device_bytes\":\"}; size_b=${l#*\"device_size\":\"}
+        [ "${done_b%%\"*}" = "${size_b%%\"*}" ] && echo "HAKEYS-ENC last-block-done"
+        ;;
+      esac
+    done
+  echo "HAKEYS-RESULT data-encrypt rc=$(cat /tmp/rc.enc) out=ms=$(( $(now_ms) - t0 ))"
+  sync
+  ;;
 data-verify)
   # The boot after the conversion, as a board runs it: the unlock unit first.
   t0=$(now_ms)

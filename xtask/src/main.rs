@@ -644,7 +644,7 @@ fn main() -> ExitCode {
             },
         },
         _ => Err(
-            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N | --runs N [--record]] [--targets a,b] | bench | qemu-test | qemu-data [--record] | qemu-shell | qemu-bench | qemu-powercut [--ops a,b] [--modes before,after] [--record] | ha-test | check-buildroot --buildroot DIR"
+            "usage: cargo xtask demo [--state-dir DIR] | test | deps | fuzz [--seconds N | --runs N [--record]] [--targets a,b] | bench | qemu-test | qemu-data [--record] [--boards a,cut,end] | qemu-shell | qemu-bench | qemu-powercut [--ops a,b] [--modes before,after] [--record] | ha-test | check-buildroot --buildroot DIR"
                 .into(),
         ),
     };

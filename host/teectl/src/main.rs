@@ -18,6 +18,7 @@ use teed_protocol::{Code, StatusAnswer};
 use zeroize::Zeroizing;
 
 mod exit;
+mod luks;
 mod recovery;
 mod secrets;
 
@@ -189,9 +190,15 @@ enum Command {
     /// Home Assistant's secrets.yaml sealed at rest: import, render, set,
     /// check (docs/home-assistant.md).
     Secrets(secrets::SecretsArgs),
+    /// Finish an in-place LUKS2 encryption whose every block is done but
+    /// whose header still records it (a power cut at its very end, which
+    /// cryptsetup cannot resume); no key and no TEE needed. Run by
+    /// hakeys-encrypt-data.
+    LuksFinish(luks::LuksFinishArgs),
 }
 
 /// A failure: the exit code and one line for stderr.
+#[derive(Debug)]
 struct Failure(i32, String);
 
 impl From<ClientError> for Failure {
@@ -339,6 +346,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             };
         }
         Command::RecoveryKey(args) => return recovery::recovery_key(args),
+        Command::LuksFinish(args) => return luks::run(args),
         Command::Recover(args) => return recovery::recover(args),
         Command::Secrets(args) => {
             let choice = secrets::EngineChoice {
@@ -609,6 +617,7 @@ fn run_online(cli: &Cli, c: &mut Client<Backend>) -> Result<(), Failure> {
         Command::Seal { to: Some(_), .. }
         | Command::Verify { .. }
         | Command::RecoveryKey(_)
+        | Command::LuksFinish(_)
         | Command::Recover(_)
         | Command::Secrets(_) => Ok(()),
     }
@@ -818,7 +827,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // No key engine to wait for: a recovery code typed at /dev/tty or a
     // large file may take longer than any engine timeout.
-    let offline = matches!(cli.command, Command::RecoveryKey(_) | Command::Recover(_));
+    let offline = matches!(
+        cli.command,
+        Command::RecoveryKey(_) | Command::Recover(_) | Command::LuksFinish(_)
+    );
     if cli.timeout > 0 && !offline {
         let secs = cli.timeout;
         std::thread::spawn(move || {
