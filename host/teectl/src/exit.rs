@@ -43,20 +43,23 @@ Exit codes:
   1  internal error (a bug, or a protocol mismatch with the key engine)
   2  usage or bad input (unknown flag, invalid namespace, empty or over-long
      secret, impossible epoch, bad hex, unreadable input file, a key file
-     or recovery code that is not a P-256 private key, a mistyped code)
+     or recovery code that is not a P-256 private key, a mistyped code,
+     a device that is not LUKS2 for luks-finish)
   3  the device is not initialised (teectl init)
   4  refused by policy: boot/ after boot-done, retired epoch (also in an
      escrow), another namespace, reseal of boot/ without --allow-boot,
      escrow to another recovery key than the enrolled one, a blob sealed
      offline in boot/ (or with --device-only), an operation the TA allows
-     only to root (lifecycle, recovery, boot/)
+     only to root (lifecycle, recovery, boot/), luks-finish of an
+     encryption with blocks left or of a device in use
   5  rejected: blob, evidence or escrow tampered, truncated, or for another
      device or key (also: an escrow made for another recovery key)
   6  secure storage failed or failed its integrity check; the state of an
      initialised device is lost
   7  backend unavailable: no TEE, state directory unusable, device busy
   8  an output file or directory exists (no --force) or cannot be written;
-     nothing was written";
+     nothing was written (luks-finish: a write to the device failed; run
+     it again)";
 
 /// The exit code for a status reported by the engine.
 pub fn for_status(s: Status) -> i32 {
