@@ -124,7 +124,11 @@ fn read_copy(f: &mut File, offset: u64) -> std::io::Result<Option<HeaderCopy>> {
         return Ok(None);
     }
     let hdr_size = be64(&bin, OFF_HDR_SIZE);
-    if !HDR_SIZES.contains(&hdr_size) || be64(&bin, OFF_HDR_OFFSET) != offset {
+    // The secondary copy sits right after a primary of the same size.
+    if !HDR_SIZES.contains(&hdr_size)
+        || be64(&bin, OFF_HDR_OFFSET) != offset
+        || (offset != 0 && hdr_size != offset)
+    {
         return Ok(None);
     }
     let alg = &bin[OFF_CSUM_ALG..OFF_CSUM_ALG + 32];
@@ -277,9 +281,16 @@ pub fn state(json: &Value) -> State {
     };
     let same = |k: &str| seg.get(k).is_some() && seg.get(k) == fin.get(k);
     if str_field(seg, "type") != Some("crypt")
-        || !["type", "offset", "size", "encryption", "sector_size"]
-            .iter()
-            .all(|k| same(k))
+        || ![
+            "type",
+            "offset",
+            "size",
+            "iv_tweak",
+            "encryption",
+            "sector_size",
+        ]
+        .iter()
+        .all(|k| same(k))
     {
         return State::Resume;
     }
@@ -307,7 +318,7 @@ struct Finished {
     moved: Option<(u64, u64)>,
 }
 
-fn finished_json(json: &Value, hdr_size: u64) -> Result<Finished, String> {
+fn finished_json(json: &Value) -> Result<Finished, String> {
     let bad = |what: &str| format!("unexpected LUKS2 header: {what}");
     let mut out = json.clone();
     let root = out.as_object_mut().ok_or_else(|| bad("not an object"))?;
@@ -353,11 +364,9 @@ fn finished_json(json: &Value, hdr_size: u64) -> Result<Finished, String> {
     for id in &removed_segments {
         segments.remove(id);
     }
-    let data_offset = segments
-        .values()
-        .filter_map(|s| num_field(s, "offset"))
-        .min()
-        .ok_or_else(|| bad("no data segment"))?;
+    if segments.is_empty() {
+        return Err(bad("no data segment"));
+    }
 
     let digests = root
         .get_mut("digests")
@@ -370,11 +379,14 @@ fn finished_json(json: &Value, hdr_size: u64) -> Result<Finished, String> {
             }
         }
     }
-    digests.retain(|_, dg| {
-        dg.get("keyslots")
+    // A digest bound to nothing any more goes (cryptsetup erases those
+    // with neither keyslots nor segments).
+    let empty = |dg: &Value, key: &str| {
+        dg.get(key)
             .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
-    });
+            .is_none_or(|a| a.is_empty())
+    };
+    digests.retain(|_, dg| !(empty(dg, "keyslots") && empty(dg, "segments")));
 
     let config = root
         .get_mut("config")
@@ -397,19 +409,104 @@ fn finished_json(json: &Value, hdr_size: u64) -> Result<Finished, String> {
             config.remove("requirements");
         }
     }
-    // The keyslots area runs from the end of the two header copies to the
-    // data (cryptsetup sets it so when an encryption ends).
-    if data_offset > 2 * hdr_size {
-        config.insert(
-            "keyslots_size".into(),
-            Value::String((data_offset - 2 * hdr_size).to_string()),
-        );
-    }
+    // keyslots_size stays: luksFormat set it for this data offset (capped
+    // and aligned as cryptsetup requires), and the end of an encryption
+    // that shifted the data backward leaves it as it is.
     Ok(Finished {
         json: out,
         reenc_area,
         moved,
     })
+}
+
+/// The rules of cryptsetup's header validation that the finished header
+/// could break, checked before anything is written: a header cryptsetup
+/// rejects would leave a partition that nothing opens.
+fn validate(json: &Value, hdr_size: u64) -> Result<(), String> {
+    let bad = |what: String| Err(format!("the finished header would be invalid: {what}"));
+    let obj = |k: &str| json.get(k).and_then(Value::as_object);
+    let (Some(keyslots), Some(segments), Some(digests), Some(config)) = (
+        obj("keyslots"),
+        obj("segments"),
+        obj("digests"),
+        json.get("config"),
+    ) else {
+        return bad("a section is missing".into());
+    };
+    if num_field(config, "json_size") != Some(hdr_size - BIN_SIZE as u64) {
+        return bad("json_size does not match the header size".into());
+    }
+    let Some(ks_size) = num_field(config, "keyslots_size") else {
+        return bad("no keyslots_size".into());
+    };
+    if ks_size % 4096 != 0 || ks_size > 128 << 20 {
+        return bad(format!("keyslots_size {ks_size}"));
+    }
+    let (ks_start, ks_end) = (2 * hdr_size, 2 * hdr_size + ks_size);
+    if !requirements(json).is_empty() {
+        return bad("requirements remain".into());
+    }
+    // Segments numbered 0..n, none in the header or keyslots area, each
+    // crypt segment bound to exactly one digest.
+    for id in segments.keys() {
+        if id
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n < segments.len())
+            .is_none()
+        {
+            return bad(format!("segment ids are not 0..{} ({id})", segments.len()));
+        }
+    }
+    for (id, seg) in segments {
+        if is_backup(seg) {
+            return bad(format!("backup segment {id} remains"));
+        }
+        if num_field(seg, "offset").is_none_or(|off| off < ks_end) {
+            return bad(format!("segment {id} overlaps the header or keyslots"));
+        }
+        let bound = digests
+            .values()
+            .filter(|d| list_contains(d, "segments", id))
+            .count();
+        if str_field(seg, "type") == Some("crypt") && bound != 1 {
+            return bad(format!("crypt segment {id} is bound to {bound} digests"));
+        }
+    }
+    // Keyslots: luks2 only, inside the keyslots area, each bound to
+    // exactly one digest.
+    for (id, k) in keyslots {
+        if str_field(k, "type") != Some("luks2") {
+            return bad(format!("keyslot {id} is not a luks2 keyslot"));
+        }
+        let area = k.get("area");
+        let off = area.and_then(|a| num_field(a, "offset"));
+        let end = off.and_then(|o| o.checked_add(area.and_then(|a| num_field(a, "size"))?));
+        if !matches!((off, end), (Some(o), Some(e)) if o >= ks_start && e <= ks_end) {
+            return bad(format!("keyslot {id}'s area is outside the keyslots area"));
+        }
+        let bound = digests
+            .values()
+            .filter(|d| list_contains(d, "keyslots", id))
+            .count();
+        if bound != 1 {
+            return bad(format!("keyslot {id} is bound to {bound} digests"));
+        }
+    }
+    // Digests name only what exists.
+    for (id, d) in digests {
+        for (key, known) in [("keyslots", keyslots), ("segments", segments)] {
+            let refs = d.get(key).and_then(Value::as_array);
+            let missing = refs.is_some_and(|a| {
+                a.iter()
+                    .any(|x| x.as_str().is_none_or(|x| !known.contains_key(x)))
+            });
+            if missing {
+                return bad(format!("digest {id} names a missing {key} entry"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A header copy's bytes for `json` and `seqid`, from `template` (a copy
@@ -508,8 +605,10 @@ pub fn finish(device: &Path) -> Result<State, Failure> {
         State::Finish => {}
     }
     let hdr_size = cur.bytes.len() as u64;
-    let done = finished_json(&cur.json, hdr_size)
-        .map_err(|e| Failure(exit::USAGE, format!("{name}: {e}")))?;
+    let done =
+        finished_json(&cur.json).map_err(|e| Failure(exit::USAGE, format!("{name}: {e}")))?;
+    validate(&done.json, hdr_size)
+        .map_err(|e| Failure(exit::USAGE, format!("{name}: {e}; nothing was changed")))?;
     let size = device_size(&mut f).map_err(|e| Failure(exit::USAGE, format!("{name}: {e}")))?;
     let keyslots_end = 2 * hdr_size + num_field(&done.json["config"], "keyslots_size").unwrap_or(0);
     let data_offset = done.json["segments"]
@@ -573,20 +672,44 @@ pub fn finish(device: &Path) -> Result<State, Failure> {
         build_copy(&primary, 0, seqid, &done.json).map_err(|e| Failure(exit::USAGE, e))?;
     let secondary =
         build_copy(&secondary, hdr_size, seqid, &done.json).map_err(|e| Failure(exit::USAGE, e))?;
-    write_at(&mut f, 0, &primary).map_err(|e| io("write the primary header", e))?;
-    write_at(&mut f, hdr_size, &secondary).map_err(|e| io("write the secondary header", e))?;
+    // The old copies, put back if what was written does not read back.
+    let mut old = vec![0u8; 2 * hdr_size as usize];
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.read_exact(&mut old))
+        .map_err(|e| io("read the header", e))?;
+    let written = write_at(&mut f, 0, &primary)
+        .and_then(|_| write_at(&mut f, hdr_size, &secondary))
+        .map_err(|e| format!("cannot write the header: {e}"));
 
-    // 4. Read back: both copies valid, in force, and clean.
-    let check = Headers::read(&mut f)
-        .map_err(|e| Failure(exit::OUTPUT, format!("{name}: after writing: {e}")))?;
-    let ok = [&check.primary, &check.secondary].iter().all(|c| {
-        c.as_ref()
-            .is_some_and(|c| c.seqid == seqid && state(&c.json) == State::Clean)
+    // 4. Read back: both copies as written, valid, and clean.
+    let verified = written.and_then(|_| {
+        let mut back = vec![0u8; old.len()];
+        f.seek(SeekFrom::Start(0))
+            .and_then(|_| f.read_exact(&mut back))
+            .map_err(|e| format!("cannot read the header back: {e}"))?;
+        let check = Headers::read(&mut f)?;
+        let clean = [&check.primary, &check.secondary].iter().all(|c| {
+            c.as_ref()
+                .is_some_and(|c| c.seqid == seqid && state(&c.json) == State::Clean)
+        });
+        if back[..primary.len()] == primary[..] && back[primary.len()..] == secondary[..] && clean {
+            Ok(())
+        } else {
+            Err("the header read back is not the one written".into())
+        }
     });
-    if !ok {
+    if let Err(e) = verified {
+        let restored = write_at(&mut f, 0, &old).is_ok();
         return Err(Failure(
             exit::OUTPUT,
-            format!("{name}: the header read back is not the one written"),
+            format!(
+                "{name}: {e}; {}",
+                if restored {
+                    "the previous header was written back (run again)"
+                } else {
+                    "the previous header could not be written back either"
+                }
+            ),
         ));
     }
     Ok(found)

@@ -169,7 +169,7 @@ fn the_newer_copy_is_in_force() {
     // A primary one sequence number ahead that is clean: nothing to do.
     let (_d, path) = image(FIXTURE);
     let h = headers(&path);
-    let clean = finished_json(&h.current().json, 16384).unwrap().json;
+    let clean = finished_json(&h.current().json).unwrap().json;
     let p = build_copy(
         &h.primary.as_ref().unwrap().bytes,
         0,
@@ -277,4 +277,57 @@ fn a_moved_segment_outside_the_data_area_is_refused() {
     assert_eq!(code, exit::USAGE);
     assert!(msg.contains("outside the data area"), "{msg}");
     assert_eq!(fingerprint(&path), before);
+}
+
+#[test]
+fn a_header_cryptsetup_would_reject_is_never_written() {
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            // cryptsetup caps keyslots_size at 128 MiB and 4 KiB multiples.
+            "an oversized keyslots area",
+            edited(|j| j["config"]["keyslots_size"] = "268402688".into()),
+            "keyslots_size",
+        ),
+        (
+            "a keyslot bound to no digest",
+            edited(|j| j["digests"]["0"]["keyslots"] = serde_json::json!([])),
+            "keyslot 0 is bound to 0 digests",
+        ),
+        (
+            "another requirement left",
+            edited(|j| {
+                j["config"]["requirements"]["mandatory"] =
+                    serde_json::json!(["online-reencrypt-v2", "opal"])
+            }),
+            "requirements remain",
+        ),
+    ];
+    for (what, hdr, why) in cases {
+        let (_d, path) = image(&hdr);
+        assert_eq!(check(&path).unwrap(), State::Finish, "{what}");
+        let before = fingerprint(&path);
+        let Err(Failure(code, msg)) = finish(&path) else {
+            panic!("{what}: finished")
+        };
+        assert_eq!(code, exit::USAGE, "{what}");
+        assert!(
+            msg.contains(why) && msg.contains("nothing was changed"),
+            "{what}: {msg}"
+        );
+        assert_eq!(fingerprint(&path), before, "{what}");
+    }
+}
+
+#[test]
+fn the_finished_fixture_passes_the_checks() {
+    let h = {
+        let (_d, path) = image(FIXTURE);
+        headers(&path)
+    };
+    let done = finished_json(&h.current().json).unwrap();
+    validate(&done.json, 16384).unwrap();
+    assert_eq!(done.moved, Some(MOVED));
+    assert_eq!(done.reenc_area, Some((290_816, 4096)));
+    // The unfinished header is not a valid finished one.
+    assert!(validate(&h.current().json, 16384).is_err());
 }
